@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from .generators import Generator, get_generator
+from .generators import get_generator
 
-__all__ = ["divergence", "grid", "optimal_normal", "get_generator"]
+__all__ = ["divergence", "divergence_tensor", "grid", "optimal_normal"]
 
 
 def grid(lo: float = -60.0, hi: float = 60.0, n: int = 40001) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,18 +48,24 @@ def grid(lo: float = -60.0, hi: float = 60.0, n: int = 40001) -> tuple[torch.Ten
     return x, w
 
 
-def divergence(f, log_p, log_q, lo: float = -60.0, hi: float = 60.0, n: int = 40001) -> float:
-    r""":math:`D_f(P\|Q)` by quadrature, for callables ``log_p(x)`` and ``log_q(x)``.
+def divergence_tensor(f, log_p, log_q, lo=-60.0, hi=60.0, n=40001) -> torch.Tensor:
+    r""":math:`D_f(P\|Q)` by quadrature as a float64 tensor, differentiable in any parameters
+    that ``log_p`` and ``log_q`` close over (the reference for gradient tests).
 
     :param f: a generator (name, :class:`~pyrodiv.generators.Generator` or callable).
     """
-    f = get_generator(f) if not isinstance(f, Generator) else f
+    f = get_generator(f)
     x, w = grid(lo, hi, n)
+    lp, lq = log_p(x).to(x), log_q(x).to(x)
+    integrand = torch.exp(lq) * f(lp - lq)
+    integrand = torch.where(torch.exp(lq) == 0, torch.zeros_like(integrand), integrand)
+    return (w * integrand).sum()
+
+
+def divergence(f, log_p, log_q, lo: float = -60.0, hi: float = 60.0, n: int = 40001) -> float:
+    r""":math:`D_f(P\|Q)` by quadrature, for callables ``log_p(x)`` and ``log_q(x)``."""
     with torch.no_grad():
-        lp, lq = log_p(x).to(x), log_q(x).to(x)
-        integrand = torch.exp(lq) * f(lp - lq)
-        integrand = torch.where(torch.exp(lq) == 0, torch.zeros_like(integrand), integrand)
-        return float((w * integrand).sum())
+        return float(divergence_tensor(f, log_p, log_q, lo, hi, n))
 
 
 def jensen_shannon(log_p, log_q, **grid_kwargs) -> float:
