@@ -142,7 +142,22 @@ class DivergenceLoss(ELBO):
     # ---- the ELBO interface --------------------------------------------------------------
 
     def estimate(self, model, guide, *args, **kwargs) -> estimators.Estimate:
-        """The divergence estimate and its surrogate for one set of particles."""
+        """The divergence estimate and its surrogate for one set of particles.
+
+        Raises a ``ValueError`` instead of returning a NaN or infinite estimate, so that no
+        optimizer step is taken with NaN gradients.
+        """
+        est = self._estimate(model, guide, args, kwargs)
+        if not torch.isfinite(est.value):
+            raise ValueError(
+                f"{self.divergence}: the estimate is {float(est.value)}; at some particle the "
+                "density ratio p/q is beyond the floating-point range (Q is far too narrow or "
+                "misplaced for P). Start Q wider or nearer P, or use a bounded divergence "
+                "(JensenShannon, FDivergence('total_variation')) or ReverseKL first"
+            )
+        return est
+
+    def _estimate(self, model, guide, args, kwargs) -> estimators.Estimate:
         raise NotImplementedError
 
     def loss(self, model, guide, *args, **kwargs) -> float:
@@ -185,7 +200,7 @@ class ReverseKL(DivergenceLoss):
 
     divergence = "reverse KL"
 
-    def estimate(self, model, guide, *args, **kwargs):
+    def _estimate(self, model, guide, args, kwargs):
         lp, lq, score = self.particles(model, guide, args, kwargs)
         return estimators.f_divergence(get_generator("kl_reverse"), lp, lq, score)
 
@@ -207,7 +222,7 @@ class ForwardKL(DivergenceLoss):
 
     divergence = "forward KL"
 
-    def estimate(self, model, guide, *args, **kwargs):
+    def _estimate(self, model, guide, args, kwargs):
         if self.target_kind(model, args, kwargs) == "prior":
             lp, lq, _ = self.particles(model, guide, args, kwargs, "model_first")
             return estimators.kl_forward(lp, lq)
@@ -232,7 +247,7 @@ class JensenShannon(DivergenceLoss):
 
     divergence = "Jensen-Shannon"
 
-    def estimate(self, model, guide, *args, **kwargs):
+    def _estimate(self, model, guide, args, kwargs):
         if self.target_kind(model, args, kwargs) == "prior":
             at_p = self.particles(model, guide, args, kwargs, "model_first")
             at_q = self.particles(model, guide, args, kwargs)
@@ -284,7 +299,7 @@ class FDivergence(DivergenceLoss):
         self.generator: Generator = get_generator(f, **params)
         self.divergence = f"f-divergence {self.generator.name}"
 
-    def estimate(self, model, guide, *args, **kwargs):
+    def _estimate(self, model, guide, args, kwargs):
         f = self.generator
         if self.target_kind(model, args, kwargs) == "prior":
             lp, lq, score = self.particles(model, guide, args, kwargs)
@@ -321,7 +336,7 @@ class CrossEntropy(DivergenceLoss):
 
     divergence = "cross-entropy"
 
-    def estimate(self, model, guide, *args, **kwargs):
+    def _estimate(self, model, guide, args, kwargs):
         if self.target_kind(model, args, kwargs) != "prior":
             raise ValueError(
                 "CrossEntropy needs draws x ~ P, which a posterior target cannot give; use "
