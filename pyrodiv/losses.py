@@ -108,6 +108,11 @@ class DivergenceLoss(ELBO):
             self._kind_key = key
         return self._kind
 
+    def _guess_max_plate_nesting(self, model, guide, args, kwargs):
+        """Pyro's guess, run without moving the random state."""
+        with torch.random.fork_rng():
+            super()._guess_max_plate_nesting(model, guide, args, kwargs)
+
     # ---- traces --------------------------------------------------------------------------
 
     def _particle_dim(self):

@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import torch
 from pyro import poutine
-from pyro.infer.autoguide import AutoContinuous, AutoGuideList
+from pyro.infer.autoguide import AutoContinuous, AutoGuideList, AutoNormal
 from pyro.infer.enum import get_importance_trace
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
@@ -202,46 +202,59 @@ def _finish(model_trace, guide_trace, max_plate_nesting):
 def replay_guide_at(guide, model_trace, args, kwargs):
     r"""Run the guide with its latent sites fixed to the values in ``model_trace``.
 
-    Autoguides that draw one auxiliary latent and transform it (``AutoContinuous``:
-    ``AutoDiagonalNormal``, ``AutoMultivariateNormal``, ``AutoLowRankMultivariateNormal``,
-    ``AutoIAFNormal``, ...) are handled by inverting their transform: the auxiliary value is
-    :math:`u = \mathrm{pack}(T^{-1}(x))`, so ``log_q`` includes the Jacobian term
+    Autoguides that draw auxiliary latents and transform them (``AutoNormal``, and the
+    ``AutoContinuous`` family: ``AutoDiagonalNormal``, ``AutoMultivariateNormal``,
+    ``AutoLowRankMultivariateNormal``, ``AutoIAFNormal``, ...) are handled by inverting their
+    transform: the auxiliary value is :math:`u = \mathrm{pack}(T^{-1}(x))`, so ``log_q``
+    includes the Jacobian term
     :math:`\log q(x) = \log q_u(u) - \log|\det J_T(u)|`. The returned trace has no gradient
     through :math:`x`.
     """
+    auxiliary, covered = auxiliary_values(guide, model_trace)
     replay_trace = model_trace.copy()
-    for name, value in auxiliary_values(guide, model_trace).items():
+    for name in covered:  # the guide recomputes these from their auxiliary latents
+        replay_trace.remove_node(name)
+    for name, value in auxiliary.items():
         replay_trace.add_node(name, type="sample", value=value, is_observed=False, infer={})
     with DetachSamples():
         return poutine.trace(poutine.replay(guide, trace=replay_trace)).get_trace(*args, **kwargs)
 
 
-def auxiliary_values(guide, model_trace) -> dict:
-    """Values of the auxiliary latents of ``AutoContinuous`` parts of ``guide`` that reproduce
-    the latent values in ``model_trace``."""
-    guide = poutine.unwrap(guide) if isinstance(guide, Messenger) else guide
+def auxiliary_values(guide, model_trace) -> tuple[dict, set]:
+    """Values of the auxiliary latents of autoguide parts of ``guide`` (``AutoNormal``'s
+    ``<site>_unconstrained`` draws, ``AutoContinuous``'s packed latent) that reproduce the
+    latent values in ``model_trace``, and the names of the model sites they cover."""
+    guide = poutine.unwrap(guide)
     if isinstance(guide, AutoGuideList):
-        values = {}
+        values, covered = {}, set()
         for part in guide:
-            values.update(auxiliary_values(part, model_trace))
-        return values
-    if not isinstance(guide, AutoContinuous):
-        return {}
+            part_values, part_covered = auxiliary_values(part, model_trace)
+            values.update(part_values)
+            covered |= part_covered
+        return values, covered
+    if not isinstance(guide, AutoNormal | AutoContinuous):
+        return {}, set()
     if guide.prototype_trace is None:
         raise ValueError(
             f"{type(guide).__name__} has not been initialized; call it once with the model's "
             "arguments (or run one SVI step) before evaluating it at the target's draws"
         )
+    unconstrained = {
+        name: biject_to(site["fn"].support).inv(model_trace.nodes[name]["value"].detach())
+        for name, site in guide.prototype_trace.iter_stochastic_nodes()
+    }
+    if isinstance(guide, AutoNormal):
+        return {f"{name}_unconstrained": v for name, v in unconstrained.items()}, set(
+            unconstrained
+        )
     pieces = []
-    for name, site in guide.prototype_trace.iter_stochastic_nodes():
-        value = model_trace.nodes[name]["value"].detach()
-        unconstrained = biject_to(site["fn"].support).inv(value)
+    for name, value in unconstrained.items():
         event_shape = guide._unconstrained_shapes[name]
-        batch_shape = unconstrained.shape[: unconstrained.dim() - len(event_shape)]
-        pieces.append(unconstrained.reshape(batch_shape + (-1,)))
+        batch_shape = value.shape[: value.dim() - len(event_shape)]
+        pieces.append(value.reshape(batch_shape + (-1,)))
     batch_shape = torch.broadcast_shapes(*(p.shape[:-1] for p in pieces))
     latent = torch.cat([p.expand(batch_shape + p.shape[-1:]) for p in pieces], -1)
-    return {f"_{guide._pyro_name}_latent": latent}
+    return {f"_{guide._pyro_name}_latent": latent}, set(unconstrained)
 
 
 def observed_sites(model_trace) -> list[str]:
