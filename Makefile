@@ -18,10 +18,10 @@ demo: install
 	$(BIN)/pyrodiv demo --out out/demo
 
 test: install
-	$(BIN)/ruff check pyrodiv tests examples benchmarks
-	$(BIN)/ruff format --check pyrodiv tests examples benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: install
-	$(BIN)/ruff check pyrodiv tests examples benchmarks
-	$(BIN)/ruff format --check pyrodiv tests examples benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
