@@ -233,7 +233,7 @@ def psis(log_weights: Any) -> tuple[torch.Tensor, float]:
     Example::
 
         >>> import torch
-        >>> lw, khat = psis(torch.randn(1000) * 0.1)
+        >>> lw, khat = psis(torch.randn(1000, dtype=torch.float64) * 0.1)
         >>> bool(khat < 0.5), float(lw.logsumexp(0).abs()) < 1e-12
         (True, True)
     """

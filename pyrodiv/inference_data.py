@@ -24,6 +24,10 @@ if the model or guide raises under the extra batch dimension, or the two disagre
 does not broadcast, such as ``X @ w`` for a ``to_event(1)`` weight ``w``, or ``.sum()`` without
 a dim), a warning is given and every draw is evaluated one at a time.
 
+With subsampling plates (``pyro.plate(..., subsample_size=m)``), one subsample is drawn and used
+for every draw: ``log_likelihood`` and ``observed_data`` cover those m points, while ``lp`` and
+``log_weight`` are scaled by size / m as in Pyro's ELBO (unbiased for the full data).
+
 Randomness is drawn under ``pyro.set_rng_seed(seed)``; the global RNG state is restored after.
 """
 
@@ -41,7 +45,8 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.infer.enum import get_importance_trace
-from pyro.poutine.util import prune_subsample_sites
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from pyrodiv import arviz_adapter
 
@@ -268,6 +273,27 @@ def _warn_sequential(what: str, error: Exception, num_draws: int) -> None:
     )
 
 
+class _FixedSubsamples(Messenger):
+    """Draw the subsample of each subsampling plate once and reuse it in every later run.
+
+    So all draws (vectorized, one at a time, model and guide) see the same data points, and
+    ``log_likelihood`` matches ``observed_data``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.indices: dict[str, torch.Tensor] = {}
+
+    def _pyro_sample(self, msg) -> None:
+        if site_is_subsample(msg) and msg["value"] is None and msg["name"] in self.indices:
+            msg["value"] = self.indices[msg["name"]]
+            msg["done"] = True
+
+    def _pyro_post_sample(self, msg) -> None:
+        if site_is_subsample(msg) and msg["name"] not in self.indices:
+            self.indices[msg["name"]] = msg["value"]
+
+
 def _replay(fn: Callable, values: dict[str, torch.Tensor]) -> Callable:
     """``fn`` with its latent sites ``values`` fixed (observed and deterministic sites kept)."""
     trace = poutine.Trace()
@@ -298,7 +324,7 @@ def _model_draws(model, samples: dict, args, kwargs, vectorize: bool) -> tuple[_
         values = {k: v[i] for k, v in samples.items()}
         return poutine.trace(_replay(model, values)).get_trace(*args, **kwargs)
 
-    with poutine.block(), torch.no_grad():
+    with poutine.block(), _FixedSubsamples(), torch.no_grad():
         proto = prune_subsample_sites(one(0))
         proto.compute_log_prob()
         sites = _Sites.from_trace(proto)
@@ -421,7 +447,7 @@ def _guide_draws(
     model, guide, num_draws: int, args, kwargs, vectorize: bool
 ) -> tuple[_Draws, _Sites]:
     """Draw S times from the guide, replay the model, and evaluate both."""
-    with poutine.block(), torch.no_grad():
+    with poutine.block(), _FixedSubsamples(), torch.no_grad():
         proto_model, proto_guide = get_importance_trace(
             "flat", math.inf, model, guide, args, kwargs
         )

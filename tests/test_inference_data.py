@@ -278,6 +278,43 @@ def test_silent_broadcast_error_is_detected():
     )
 
 
+def subsampled_normal_model(y):
+    mu = pyro.sample("mu", dist.Normal(M0, S0))
+    with pyro.plate("data", y.shape[-1], subsample_size=4) as idx:
+        pyro.sample("y", dist.Normal(mu, SIGMA), obs=y[idx])
+
+
+def subsampled_normal_guide(y):
+    normal_exact_guide(y)
+    with pyro.plate("data", y.shape[-1], subsample_size=4):
+        pass
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_subsampling_uses_one_subsample_for_all_draws(vectorize):
+    # log_likelihood must refer to the points in observed_data, for every draw; lp scales the
+    # subsample's log likelihood by n / m as Pyro's ELBO does.
+    y = normal_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        idata = guide_to_inference_data(
+            subsampled_normal_model,
+            subsampled_normal_guide,
+            y,
+            num_samples=50,
+            seed=9,
+            vectorize=vectorize,
+        )
+    observed = arviz_adapter.get_draws(idata, "y", "observed_data")
+    assert observed.shape == (4,)
+    assert all(bool((y == value).any()) for value in observed)
+    mu = arviz_adapter.get_draws(idata, "mu")
+    log_lik = arviz_adapter.get_draws(idata, "y", "log_likelihood")
+    torch.testing.assert_close(log_lik, dist.Normal(mu.unsqueeze(-1), SIGMA).log_prob(observed))
+    lp = arviz_adapter.get_draws(idata, "lp", "sample_stats")
+    torch.testing.assert_close(lp, dist.Normal(M0, S0).log_prob(mu) + len(y) / 4 * log_lik.sum(-1))
+
+
 def test_samples_to_inference_data_vectorized_equals_sequential():
     X, y = regression_data()
     beta = torch.randn(3, 20, 3, generator=torch.Generator().manual_seed(5))
