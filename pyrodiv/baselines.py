@@ -346,6 +346,9 @@ def mcmc_to_inference_data(mcmc: MCMC, *args, wall_time_s: float | None = None, 
     """
     if not isinstance(mcmc, MCMC) or mcmc._samples is None:
         raise ValueError("mcmc must be a pyro.infer.MCMC on which run() has been called")
+    model = getattr(mcmc.kernel, "model", None)
+    if model is None:
+        raise ValueError("mcmc's kernel has no Pyro model (it was built from a potential_fn)")
     if not args and not kwargs:
         args, kwargs = tuple(mcmc._args or ()), dict(mcmc._kwargs or {})
     samples = mcmc.get_samples(group_by_chain=True)
@@ -358,6 +361,4 @@ def mcmc_to_inference_data(mcmc: MCMC, *args, wall_time_s: float | None = None, 
         attrs["wall_time_s"] = float(wall_time_s)
     if not samples:
         raise ValueError("model has no latent sample sites: there is nothing to sample")
-    return _samples_to_idata(
-        mcmc.kernel.model, samples, args, kwargs, {"diverging": diverging}, attrs
-    )
+    return _samples_to_idata(model, samples, args, kwargs, {"diverging": diverging}, attrs)

@@ -148,9 +148,13 @@ def _check_positive_int(value, name: str) -> int:
 def _seeded(seed: int):
     """Seed torch, random and numpy with ``seed``; restore the previous RNG state on exit."""
     try:
+        if isinstance(seed, bool):
+            raise TypeError
         seed = operator.index(seed)
     except TypeError:
-        raise ValueError(f"seed must be an integer, got {seed!r}") from None
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}") from None
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
     state = pyro.util.get_rng_state()
     pyro.set_rng_seed(seed)
     try:

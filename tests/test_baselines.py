@@ -108,13 +108,13 @@ def test_run_nuts_conjugate_normal():
 
 def test_run_nuts_to_event_latent_keeps_log_likelihood():
     X, y = regression_data()
-    idata = run_nuts(regression_model, X, y, num_samples=600, warmup_steps=300, seed=1)
+    idata = run_nuts(regression_model, X, y, num_samples=500, warmup_steps=250, seed=1)
     mean, sd = regression_posterior(X, y)
     assert_within_mcse(idata, "beta", mean, sd)
-    assert arviz_adapter.get_draws(idata, "beta").shape == (1, 600, 3)
+    assert arviz_adapter.get_draws(idata, "beta").shape == (1, 500, 3)
     beta = arviz_adapter.get_draws(idata, "beta")
     log_lik = arviz_adapter.get_draws(idata, "y", "log_likelihood")
-    assert log_lik.shape == (1, 600, len(y))
+    assert log_lik.shape == (1, 500, len(y))
     torch.testing.assert_close(
         log_lik, dist.Normal((beta.unsqueeze(-2) * X).sum(-1), NOISE).log_prob(y)
     )
@@ -143,7 +143,7 @@ def test_chains_are_seeded_and_rng_state_restored():
         chain_method="sequential",
     )
     assert torch.equal(torch.get_rng_state(), state)
-    b = run_nuts(normal_model, y, num_samples=50, warmup_steps=50, seed=5)
+    b = run_nuts(normal_model, y=y, num_samples=50, warmup_steps=50, seed=5)  # data by keyword
     mu_a, mu_b = arviz_adapter.get_draws(a, "mu"), arviz_adapter.get_draws(b, "mu")
     assert mu_a.shape == (2, 50)
     # Chain c is seeded with seed + c, whatever the number of chains.

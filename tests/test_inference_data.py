@@ -379,6 +379,12 @@ def test_bad_num_samples(num_samples):
         guide_to_inference_data(normal_model, normal_exact_guide, y, num_samples=num_samples)
 
 
+@pytest.mark.parametrize("seed", [-1, 1.5, "0"])
+def test_bad_seed(seed):
+    with pytest.raises(ValueError, match="seed"):
+        guide_log_weights(normal_model, normal_exact_guide, normal_data(), seed=seed)
+
+
 def test_model_without_latent_sites():
     with pytest.raises(ValueError, match="model has no latent"):
         guide_to_inference_data(no_latent_model, empty_guide, normal_data(), num_samples=10)
