@@ -317,7 +317,7 @@ def _is_delta(fn) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
-# Draws given: condition the model on them.
+# Draws given: replay the model on them.
 
 
 def _model_draws(model, samples: dict, args, kwargs, vectorize: bool) -> tuple[_Draws, _Sites]:
