@@ -2,6 +2,10 @@ import pyro
 import pytest
 import torch
 
+# Two pytest workers share two cores: one torch thread each avoids oversubscription, which
+# slows small tensor operations by orders of magnitude under load.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _fresh_pyro_state():
