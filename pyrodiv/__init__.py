@@ -19,6 +19,23 @@ from .losses import (
 
 __version__ = "0.1.0"
 
+# The comparison layer imports ArviZ, which is slow to import: load it on first use.
+_LAZY = {
+    "run_nuts": "baselines",
+    "run_hmc": "baselines",
+    "guide_to_inference_data": "inference_data",
+    "psis_khat": "diagnostics",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'pyrodiv' has no attribute {name!r}")
+
+
 __all__ = [
     "CrossEntropy",
     "DivergenceLoss",
@@ -29,4 +46,8 @@ __all__ = [
     "JensenShannon",
     "ReverseKL",
     "get_generator",
+    "guide_to_inference_data",
+    "psis_khat",
+    "run_hmc",
+    "run_nuts",
 ]
