@@ -28,7 +28,7 @@ Conventions, shared by all models:
   (about 0.01 sd). Parameters on bounded intervals get the exact flat prior, ``Uniform``.
 * **Floating point.** Priors are built in the dtype of the data tensors. Use float64 for
   comparisons with the reference (``torch.set_default_dtype(torch.float64)`` before
-  :func:`~pyrodiv.zoo.get_model`), and for ``gp_pois_regr`` in particular.
+  :func:`~pyrodiv.zoo.get_model`).
 
 Example::
 
@@ -550,7 +550,7 @@ def garch11(y: torch.Tensor, sigma1: float, *, flat_scale: float = FLAT_SCALE):
 
 
 def se_cholesky(
-    x: torch.Tensor, alpha: torch.Tensor, rho: torch.Tensor, jitter: float
+    x: torch.Tensor, alpha: torch.Tensor, rho: torch.Tensor, jitter: float = 1e-10
 ) -> torch.Tensor:
     r"""Cholesky factor of a squared-exponential kernel matrix plus jitter.
 
@@ -560,7 +560,9 @@ def se_cholesky(
         \qquad L = \operatorname{chol}(K).
 
     ``alpha`` and ``rho`` are scalars with any batch shape ``B`` (ending in a size-1 data plate
-    dimension, or empty); the result has shape ``B[:-1] + (N, N)`` (or ``(N, N)``).
+    dimension, or empty); the result has shape ``B[:-1] + (N, N)`` (or ``(N, N)``). The kernel
+    and its factorization are computed in float64 and returned in the dtype of ``x``: in float32
+    a jitter of :math:`10^{-10}` (Stan's) does not keep ``K`` positive definite.
 
     Example::
 
@@ -568,17 +570,18 @@ def se_cholesky(
         >>> round((L @ L.T)[0, 1].item(), 6) == round(math.exp(-0.5), 6)
         True
     """
-    d2 = (x[..., :, None] - x[..., None, :]) ** 2
-    K = alpha[..., None] ** 2 * torch.exp(-d2 / (2 * rho[..., None] ** 2))
-    K = K + jitter * torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
-    return torch.linalg.cholesky(K)
+    x64, alpha64, rho64 = (t.to(torch.float64) for t in (x, alpha, rho))
+    d2 = (x64[..., :, None] - x64[..., None, :]) ** 2
+    K = alpha64[..., None] ** 2 * torch.exp(-d2 / (2 * rho64[..., None] ** 2))
+    K = K + jitter * torch.eye(x.shape[-1], dtype=torch.float64, device=x.device)
+    return torch.linalg.cholesky(K).to(x.dtype)
 
 
 def gp_pois_regr(
     x: torch.Tensor,
     k: torch.Tensor | None = None,
     *,
-    jitter: float | None = None,
+    jitter: float = 1e-10,
 ):
     r"""Gaussian-process Poisson regression (posteriordb ``gp_pois_regr-gp_pois_regr``).
 
@@ -590,10 +593,9 @@ def gp_pois_regr(
         k_i \sim \text{Poisson}(\exp f_i),
 
     with :math:`K_{SE}(x)_{ij} = \alpha^2 \exp(-(x_i - x_j)^2 / (2\rho^2))` (Gamma in the
-    shape-rate form). ``jitter`` defaults to Stan's :math:`10^{-10}` in float64 and to
-    :math:`10^{-6}` in lower precision, where :math:`10^{-10}` does not keep the Cholesky
-    factorization stable; use float64 to match the reference. ``k`` is a tensor of counts in
-    a floating dtype.
+    shape-rate form). ``jitter`` is Stan's :math:`10^{-10}`; the kernel and its Cholesky
+    factor are computed in float64 whatever the dtype of ``x`` (see :func:`se_cholesky`), so
+    the model also runs in float32. ``k`` is a tensor of counts in a floating dtype.
 
     Latent sites: ``rho``, ``alpha``, ``f_tilde`` (shape (N,)). Deterministic: ``f`` (shape
     (N,), inside the data plate). Observed: ``k``.
@@ -601,13 +603,11 @@ def gp_pois_regr(
     Example::
 
         >>> import pyro, torch
-        >>> x = torch.linspace(-10, 10, 11, dtype=torch.float64)
+        >>> x = torch.linspace(-10, 10, 11)
         >>> tr = pyro.poutine.trace(gp_pois_regr).get_trace(x)
         >>> tr.nodes["f"]["value"].shape
         torch.Size([11])
     """
-    if jitter is None:
-        jitter = 1e-10 if x.dtype == torch.float64 else 1e-6
     N = x.shape[-1]
     rho = pyro.sample("rho", dist.Gamma(_c(25.0, x), _c(4.0, x)))
     alpha = pyro.sample("alpha", dist.HalfNormal(_c(2.0, x)))

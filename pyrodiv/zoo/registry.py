@@ -166,8 +166,7 @@ def _gp_kwargs(d: dict, dtype: torch.dtype) -> Kwargs:
 
 def _gp_latents(r: dict, kwargs: Kwargs) -> dict:
     x = kwargs["x"]
-    jitter = 1e-10 if x.dtype == torch.float64 else 1e-6
-    L = models.se_cholesky(x, r["alpha"][..., None], r["rho"][..., None], jitter)
+    L = models.se_cholesky(x, r["alpha"][..., None], r["rho"][..., None])
     f_tilde = torch.linalg.solve_triangular(L, r["f"][..., None], upper=False)[..., 0]
     return {"rho": r["rho"], "alpha": r["alpha"], "f_tilde": f_tilde}
 
