@@ -480,6 +480,9 @@ def garch11_variance(
     (\log e_j - j \log\beta_1)`. That is O(T) work, vectorized over the batch dimensions of the
     parameters (no Python loop over t). :math:`\log\beta_1` is clipped below at -30 (so
     :math:`\beta_1 < 10^{-13}` acts as :math:`10^{-13}`), which keeps the exponents finite.
+    The terms reach :math:`T |\log\beta_1|` in size, so in float32 the relative error of
+    :math:`s_t^2` is about :math:`10^{-7} T |\log\beta_1|` (1e-5 for T = 200 and
+    :math:`\beta_1 = 0.3`); float64 is exact to about 1e-13.
 
     The parameters broadcast against ``y`` along its last (time) dimension, as in a Pyro data
     plate: each is a 0-dim tensor, or has batch shape ``B + (1,)``; the result has shape
@@ -488,8 +491,8 @@ def garch11_variance(
     Example::
 
         >>> y = torch.tensor([0.0, 1.0, -1.0])
-        >>> one = torch.tensor(0.5)
-        >>> garch11_variance(y, 1.0, torch.tensor(0.0), one, one, one).exp().tolist()
+        >>> half = torch.tensor(0.5)
+        >>> garch11_variance(y, 1.0, torch.tensor(0.0), half, half, half).exp().tolist()
         [1.0, 1.0, 1.5]
     """
     mu, alpha0, alpha1, beta1 = (
