@@ -7,6 +7,7 @@ Example::
                          loss=pyrodiv.ForwardKL(num_particles=256, vectorize_particles=True))
 """
 
+from .fit import FitResult, fit
 from .generators import GENERATOR_NAMES, Generator, get_generator
 from .losses import (
     CrossEntropy,
@@ -40,11 +41,13 @@ __all__ = [
     "CrossEntropy",
     "DivergenceLoss",
     "FDivergence",
+    "FitResult",
     "ForwardKL",
     "GENERATOR_NAMES",
     "Generator",
     "JensenShannon",
     "ReverseKL",
+    "fit",
     "get_generator",
     "guide_to_inference_data",
     "psis_khat",
