@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 
 # The comparison layer imports ArviZ, which is slow to import: load it on first use.
 _LAZY = {
+    "compare_posteriors": "comparison",
     "run_nuts": "baselines",
     "run_hmc": "baselines",
     "guide_to_inference_data": "inference_data",
@@ -38,6 +39,7 @@ def __getattr__(name):
 
 
 __all__ = [
+    "compare_posteriors",
     "CrossEntropy",
     "DivergenceLoss",
     "FDivergence",
