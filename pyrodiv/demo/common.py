@@ -128,6 +128,7 @@ def normal_guide(start=(0.0, 1.0), scale: str = "L") -> Callable[[], torch.Tenso
 
     Example::
 
+        >>> pyro.clear_param_store()
         >>> guide = normal_guide((1.0, 1.0), scale="exp")
         >>> _ = guide(); sorted(pyro.get_param_store().keys())
         ['loc', 'log_scale']

@@ -48,7 +48,7 @@ def histograms() -> tuple[np.ndarray, np.ndarray]:
     Example::
 
         >>> a, b = histograms()
-        >>> round(a.sum(), 12), round(b.sum(), 12)
+        >>> round(float(a.sum()), 12), round(float(b.sum()), 12)
         (1.0, 1.0)
     """
     i = np.arange(10)
@@ -86,8 +86,8 @@ def mixture_quantile(u: np.ndarray, iters: int = 200) -> np.ndarray:
 
     Example::
 
-        >>> float(mixture_quantile(np.array([0.5]))[0])
-        0.0
+        >>> abs(float(mixture_quantile(np.array([0.5]))[0])) < 1e-6  # the median
+        True
     """
     s = math.sqrt(BIMODAL_VARIANCE)
     lo = np.full_like(u, -60.0)

@@ -80,7 +80,7 @@ def mc_landscape(
     Example::
 
         >>> res = mc_landscape("reverse_kl", [7.0], [1.4], estimates=2, samples=64)
-        >>> abs(res["Z"][0, 0] - math.log(2)) < 1e-9  # q = one component: log q - log p = log 2
+        >>> bool(abs(res["Z"][0, 0] - math.log(2)) < 1e-9)  # q = a component: log q/p = log 2
         True
     """
     _, gen, draws = LANDSCAPES[name]
@@ -183,8 +183,8 @@ def landscapes(
 
         >>> res = landscapes(grid=12, estimates=2, samples=32, names=["reverse_kl"],
         ...                  quad_n=2001)
-        >>> sorted(res["landscapes"]["reverse_kl"])[:2]
-        ['exact_at_grid_min', 'exact_optima']
+        >>> res["landscapes"]["reverse_kl"]["best_exact"]["divergence"] < 0.7  # log 2
+        True
     """
     from tqdm.auto import tqdm
 
