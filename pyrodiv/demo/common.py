@@ -125,6 +125,7 @@ def normal_guide(start=(0.0, 1.0), scale: str = "L") -> Callable[[], torch.Tenso
     ``scale="L"`` is the talk's parameterization: a plain learnable factor :math:`L` with
     :math:`\sigma = |L|` (variance :math:`L^2`), initialized at :math:`\sqrt{v_0}`.
     ``scale="exp"`` uses :math:`\sigma = e^{s}` (a log-scale parameter), Pyro's usual choice.
+    The parameters are float32, as in the talk, whatever torch's default dtype.
 
     Example::
 
@@ -138,11 +139,12 @@ def normal_guide(start=(0.0, 1.0), scale: str = "L") -> Callable[[], torch.Tenso
         raise ValueError(f"scale must be 'L' or 'exp', got {scale!r}")
 
     def guide():
-        loc = pyro.param("loc", torch.tensor(loc0))
+        loc = pyro.param("loc", torch.tensor(loc0, dtype=torch.float32))
         if scale == "L":
-            sigma = pyro.param("L", torch.tensor(math.sqrt(var0))).abs()
+            sigma = pyro.param("L", torch.tensor(math.sqrt(var0), dtype=torch.float32)).abs()
         else:
-            sigma = pyro.param("log_scale", torch.tensor(0.5 * math.log(var0))).exp()
+            log_scale = torch.tensor(0.5 * math.log(var0), dtype=torch.float32)
+            sigma = pyro.param("log_scale", log_scale).exp()
         return pyro.sample("x", dist.Normal(loc, sigma))
 
     return guide

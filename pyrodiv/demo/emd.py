@@ -174,15 +174,15 @@ def w1_fit(
     """
     torch.manual_seed(seed)
     p = bimodal()
-    loc = torch.tensor(float(start[0]), requires_grad=True)
-    L = torch.tensor(math.sqrt(start[1]), requires_grad=True)
+    loc = torch.tensor(float(start[0]), dtype=torch.float32, requires_grad=True)
+    L = torch.tensor(math.sqrt(start[1]), dtype=torch.float32, requires_grad=True)
     opt = torch.optim.Adam([loc, L], lr=lr)
     traj = {"step": [0], "loc": [float(start[0])], "variance": [float(start[1])], "loss": []}
     every = max(1, steps // 200)
     window = []
     for step in range(1, steps + 1):
         x_p = p.sample((samples,)).sort().values
-        x_q = (loc + L.abs() * torch.randn(samples)).sort().values
+        x_q = (loc + L.abs() * torch.randn(samples, dtype=torch.float32)).sort().values
         loss = (x_p - x_q).abs().mean()
         opt.zero_grad()
         loss.backward()
