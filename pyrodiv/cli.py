@@ -62,7 +62,11 @@ def run_demo_command(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``pyrodiv`` parser, with one subparser per subcommand."""
-    parser = argparse.ArgumentParser(prog="pyrodiv", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="pyrodiv",
+        description="pyrodiv: fit probability distributions with any divergence, as Pyro SVI "
+        "losses.",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_demo_parser(subparsers)
     return parser

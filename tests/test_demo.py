@@ -296,3 +296,8 @@ def test_cli_quick_demo_writes_every_output(tmp_path):
     for figure in figures:
         assert figure in report
     assert "N(-7.2829, 3.2358)" in report  # the talk's number beside ours
+
+
+def test_cli_without_a_command_prints_help(capsys):
+    assert main([]) == 0
+    assert "demo" in capsys.readouterr().out

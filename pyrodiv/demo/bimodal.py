@@ -143,7 +143,7 @@ def bimodal_fits(
         key = (gen, start)
         if key not in exact_cache:
             exact_cache[key] = exact_optimum(gen, log_p, start=start, n=quad_n)
-        return exact_cache[key]
+        return dict(exact_cache[key])
 
     for name in names:
         divergence, gen, start, scale = RUNS[name]

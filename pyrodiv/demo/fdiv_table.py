@@ -269,4 +269,9 @@ def _figure(out_dir, rows):
         ax.set_ylim(0, min(top, 0.5))
     for ax in list(axes.flat)[n:]:
         ax.set_axis_off()
+    fig.suptitle(
+        "FDivergence fits of N(mu, L^2) to the bimodal target from N(1, 1) and N(1, 25); "
+        "verdict from the exact optimum (dotted)",
+        fontsize=11,
+    )
     return save_figure(fig, out_dir, "fdiv_table.png")
