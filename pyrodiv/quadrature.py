@@ -98,9 +98,15 @@ def optimal_normal(f, log_p, start=(0.0, 1.0), **grid_kwargs) -> dict:
         loc, log_scale = float(theta[0]), float(theta[1])
         return divergence(f, log_p, normal_log_prob(loc, math.exp(log_scale)), **grid_kwargs)
 
+    x0 = np.array([start[0], math.log(start[1])])
+    if not math.isfinite(objective(x0)):
+        raise ValueError(
+            f"optimal_normal: the divergence at start={tuple(start)} is not finite on the "
+            "quadrature grid (f(p/q) overflows where q is tiny); start from a wider Normal"
+        )
     result = minimize(
         objective,
-        np.array([start[0], math.log(start[1])]),
+        x0,
         method="Nelder-Mead",
         options={"xatol": 1e-6, "fatol": 1e-10, "maxiter": 4000},
     )

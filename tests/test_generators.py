@@ -119,3 +119,12 @@ def test_user_callable_and_bad_input():
         get_generator("t_power", power=1.0)
     with pytest.raises(TypeError, match="callable"):
         get_generator(3.0)
+
+
+def test_optimal_normal_refuses_a_start_where_the_quadrature_overflows():
+    from pyrodiv.quadrature import normal_log_prob, optimal_normal
+
+    # Pearson at N(1, 1) against N(7, 1.4): the integral is finite, but exp(log q) * f(p/q)
+    # forms 0 * inf in Q's far tail on the grid.
+    with pytest.raises(ValueError, match="not finite"):
+        optimal_normal("pearson", normal_log_prob(7.0, 1.4**0.5), start=(1.0, 1.0))
