@@ -16,6 +16,7 @@ from .losses import (
     ForwardKL,
     JensenShannon,
     ReverseKL,
+    get_loss,
 )
 
 __version__ = "0.1.0"
@@ -51,6 +52,7 @@ __all__ = [
     "ReverseKL",
     "fit",
     "get_generator",
+    "get_loss",
     "guide_to_inference_data",
     "psis_khat",
     "run_hmc",

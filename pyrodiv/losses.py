@@ -39,7 +39,7 @@ from pyro import poutine
 from pyro.infer.elbo import ELBO
 
 from . import estimators
-from .generators import Generator, get_generator
+from .generators import GENERATOR_NAMES, Generator, get_generator
 from .traces import LogDensities, guide_first, log_densities, model_first, stack_particles
 
 TARGET_KINDS = ("auto", "prior", "posterior")
@@ -349,3 +349,35 @@ class CrossEntropy(DivergenceLoss):
             )
         _, lq, _ = self.particles(model, guide, args, kwargs, "model_first")
         return estimators.cross_entropy(lq)
+
+
+#: Loss names understood by :func:`get_loss` besides the generator names of
+#: :data:`pyrodiv.generators.GENERATOR_NAMES` (which build an :class:`FDivergence`).
+LOSSES = {
+    "reverse_kl": ReverseKL,
+    "forward_kl": ForwardKL,
+    "jensen_shannon": JensenShannon,
+    "cross_entropy": CrossEntropy,
+}
+
+
+def get_loss(name: str, **kwargs) -> DivergenceLoss:
+    """A loss by name: a key of :data:`LOSSES`, else a generator name for :class:`FDivergence`.
+
+    :param name: e.g. ``"forward_kl"``, ``"reverse_kl"``, ``"jensen_shannon"``,
+        ``"squared_hellinger"``, ``"amari_alpha"`` (with ``alpha=...``).
+    :param kwargs: passed to the loss (``num_particles``, ``vectorize_particles``, ...).
+
+    Example::
+
+        >>> get_loss("squared_hellinger", num_particles=8).divergence
+        'f-divergence squared_hellinger'
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"a loss name must be a string, got {type(name).__name__}")
+    if name in LOSSES:
+        return LOSSES[name](**kwargs)
+    if name in GENERATOR_NAMES:
+        return FDivergence(name, **kwargs)
+    known = ", ".join(list(LOSSES) + list(GENERATOR_NAMES))
+    raise ValueError(f"unknown loss {name!r}; known: {known}")
