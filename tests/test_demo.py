@@ -23,7 +23,7 @@ from pyrodiv.demo import (
 )
 from pyrodiv.demo.bimodal import make_loss
 from pyrodiv.demo.common import bimodal, exact_optimum, fit_normal, log_prob_fn, target_model
-from pyrodiv.demo.emd import emd_1d, w1_fit, w1_optimal_normal
+from pyrodiv.demo.emd import DECK_COUNTS, emd_1d, w1_fit, w1_optimal_normal
 from pyrodiv.demo.fdiv_table import STARTS, generator_specs, verdict
 from pyrodiv.demo.landscapes import mc_landscape
 from pyrodiv.demo.reparam import CATALOGUE, gumbel_softmax_fit, mc_gradient
@@ -251,9 +251,14 @@ def test_reparam_catalogue_writes_its_figures(tmp_path):
 # ---- 7: EMD ------------------------------------------------------------------------------
 
 
-def test_emd_equals_the_1d_closed_form():
+def test_emd_equals_the_1d_closed_form_and_the_talks_value():
     res = earth_movers(steps=50, lr=0.05, samples=64, quantile_n=2000)
     assert abs(res["histograms"]["value"] - res["histograms"]["closed_form"]) < 1e-9
+    # the talk's notebook printed "primal EMD: 0.7062374245472838" for these histograms
+    assert res["histograms"]["value"] == pytest.approx(0.7062374245472838, abs=1e-12)
+    # by hand: sum_k |A_k - B_k| with counts /77 and /71
+    a, b = np.array(DECK_COUNTS["Q"]) / 77, np.array(DECK_COUNTS["P"]) / 71
+    assert res["histograms"]["value"] == pytest.approx(np.abs(np.cumsum(a - b)).sum(), abs=1e-12)
     rng = np.random.default_rng(0)
     for _ in range(5):
         a, b = rng.dirichlet(np.ones(10)), rng.dirichlet(np.ones(10))

@@ -401,19 +401,25 @@ def _reparam(res):
     )
 
 
+def _counts(h, name):
+    return "(" + ", ".join(str(c) for c in h["counts"][name]) + ")"
+
+
 def _emd(res):
     h, w = res["histograms"], res["w1_fit"]
     return (
         "## 7. Earth mover's distance\n\n"
-        "Histograms a = Binomial(9, 0.45) and b = (Binomial(9, 0.25) + Binomial(9, 0.7)) / 2 "
-        "on bins 0..9, cost |i - j|.\n\n"
+        "The talk's two histograms (from its EMD notebook), on bins 0..9 with cost |i - j|: "
+        f"Q = {_counts(h, 'Q')} / {sum(h['counts']['Q'])} (moved from) and "
+        f"P = {_counts(h, 'P')} / {sum(h['counts']['P'])} (moved to).\n\n"
         + table(
             ["", "value"],
             [
                 ["EMD by linear programme (`ot.emd`)", num(h["value"], 6)],
                 ["closed form sum_k |A_k - B_k|", num(h["closed_form"], 6)],
                 ["absolute difference", num(h["abs_diff"], 3)],
-                ["the talk's example (other histograms)", num(h["deck_value"], 3)],
+                ["the talk's value (its notebook's \"primal EMD\")", num(h["deck_value"], 6)],
+                ["absolute difference to the talk", num(h["abs_diff_to_deck"], 3)],
             ],
         )
         + "\n\n**W1 fit of a Normal to the bimodal target** (sorted-sample W1, "
