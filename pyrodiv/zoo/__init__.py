@@ -2,8 +2,8 @@
 
 Each model is a plain Pyro function of its data (:mod:`pyrodiv.zoo.models`). The data and the
 gold-standard reference draws are read at run time from a local posteriordb folder
-(:mod:`pyrodiv.zoo.posteriordb`; never copied into the repository), and :data:`ZOO`
-(:mod:`pyrodiv.zoo.registry`) ties each posterior to its model.
+(:mod:`pyrodiv.zoo.posteriordb`; never copied into the repository), and
+:data:`~pyrodiv.zoo.registry.ZOO` (:mod:`pyrodiv.zoo.registry`) ties each posterior to its model.
 
 =====================  =========================================  ==============================
 short name             posteriordb posterior                      model function

@@ -28,7 +28,7 @@ Conventions, shared by all models:
   (about 0.01 sd). Parameters on bounded intervals get the exact flat prior, ``Uniform``.
 * **Floating point.** Priors are built in the dtype of the data tensors. Use float64 for
   comparisons with the reference (``torch.set_default_dtype(torch.float64)`` before
-  :func:`~pyrodiv.zoo.get_model`).
+  :func:`~pyrodiv.zoo.registry.get_model`).
 
 Example::
 

@@ -50,8 +50,7 @@ def posteriordb_path(path: str | os.PathLike | None = None) -> Path:
     repository root. An explicit ``path`` or a set environment variable is final: if it does
     not name a folder, this raises rather than falling back.
 
-    Raises:
-        FileNotFoundError: naming every place that was tried.
+    :raises FileNotFoundError: naming every place that was tried.
 
     Example::
 
@@ -100,8 +99,7 @@ def posterior_folder(name: str, path: str | os.PathLike | None = None) -> Path:
     ``name`` may be the folder name (``"kidiq-kidscore_momiq"``), its data part (``"kidiq"``)
     or its model part (``"kidscore_momiq"``).
 
-    Raises:
-        KeyError: if no folder, or more than one, matches.
+    :raises KeyError: if no folder, or more than one, matches.
     """
     root = posteriordb_path(path)
     if (root / name / "posterior.json").is_file():

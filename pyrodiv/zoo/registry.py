@@ -46,17 +46,17 @@ def _identity_latents(names: tuple[str, ...]) -> Callable[[dict, Kwargs], dict]:
 class ZooEntry:
     """One posterior of the zoo.
 
-    Attributes:
-        name: short name, the key in :data:`ZOO`.
-        posterior: the posteriordb folder name.
-        model: the Pyro model function.
-        data_to_kwargs: ``(data, dtype) -> kwargs``, from :func:`load_data`'s dict to the
-            model's keyword arguments (reals cast to ``dtype``).
-        params: the reference parameter names, in the order of the reference draws.
-        latents: the model's latent (sampled, unobserved) site names.
-        reference_to_latents: ``(draws, kwargs) -> latents``, from reference draws (tensors with
-            any leading shape) to values of the latent sites; ``None`` if the latents are
-            reference parameters themselves.
+    :param name: short name, the key in :data:`ZOO`.
+    :param posterior: the posteriordb folder name.
+    :param model: the Pyro model function.
+    :param data_to_kwargs: ``(data, dtype) -> kwargs``, from the dict of
+        :func:`~pyrodiv.zoo.posteriordb.load_data` to the model's keyword arguments (reals cast
+        to ``dtype``).
+    :param params: the reference parameter names, in the order of the reference draws.
+    :param latents: the model's latent (sampled, unobserved) site names.
+    :param reference_to_latents: ``(draws, kwargs) -> latents``, from reference draws (tensors
+        with any leading shape) to values of the latent sites; ``None`` if the latents are
+        reference parameters themselves.
     """
 
     name: str
@@ -80,9 +80,10 @@ class ZooEntry:
     ) -> dict[str, torch.Tensor]:
         """Reference draws as values of the model's latent sites.
 
-        Returns tensors of shape (chains, draws, *site_shape), or (chains * draws,
-        *site_shape) with ``flatten=True``. These are draws of the posterior P in the
-        coordinates of the model, usable wherever a divergence needs ``x ~ P``.
+        Returns tensors of shape ``(chains, draws, *site_shape)``, or
+        ``(chains * draws, *site_shape)`` with ``flatten=True``. These are draws of the
+        posterior P in the coordinates of the model, usable wherever a divergence needs
+        ``x ~ P``.
         """
         dtype = torch.get_default_dtype() if dtype is None else dtype
         draws = {
@@ -296,8 +297,7 @@ def get_entry(name: str) -> ZooEntry:
     Accepted, for example: ``"eight_schools"``, ``"eight_schools-eight_schools_noncentered"``,
     ``"eight_schools_noncentered"``. Matching ignores case.
 
-    Raises:
-        KeyError: naming the known short names.
+    :raises KeyError: naming the known short names.
 
     Example::
 
