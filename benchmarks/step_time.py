@@ -1,78 +1,290 @@
-"""SVI step time of each pyrodiv loss as a ratio to Pyro's Trace_ELBO, in one process.
+r"""SVI step time of each pyrodiv loss against Pyro's own losses, interleaved in one process.
 
-Model: Bayesian linear regression, 10 features, N = 1000 observations, AutoNormal guide,
-64 vectorized particles. Runs are interleaved (one step of each loss in turn) with
-``torch.set_num_threads(1)``, and the median step time is reported.
+One step is ``loss_and_grads`` plus an Adam step, with an ``AutoNormal`` guide and vectorized
+particles (1, 64 and 1024), on three targets:
 
-    python benchmarks/step_time.py [--steps 200] [--particles 64] [--out benchmarks/step_time.md]
+* ``bimodal``: the talk's prior target, :math:`\tfrac12 N(-7, 1.4) + \tfrac12 N(7, 1.4)`, a
+  ``MixtureSameFamily`` site (so ``CrossEntropy`` applies);
+* ``regression``: Bayesian linear regression, 10 features, N = 1000 (posterior target);
+* ``eight_schools``: ``pyrodiv.zoo``'s ``eight_schools_noncentered`` (posterior target).
+
+Baselines: ``Trace_ELBO`` (the reference of every ratio), ``RenyiELBO(alpha=0.5)`` and
+``TraceTailAdaptive_ELBO`` (more than one particle only). On the regression there is also a
+hand-written pure-torch negative ELBO (reparameterized mean-field Normal, closed-form
+log-densities, ``torch.optim.Adam``): the floor with no Pyro overhead. Its value is checked
+against ``Trace_ELBO`` at the same guide parameters before timing.
+
+Ratios are medians of per-round paired ratios, with a distribution-free 95% interval
+(:mod:`common`). Writes ``benchmarks/results/step_time.md``::
+
+    python benchmarks/step_time.py            # full run, a few minutes
+    python benchmarks/step_time.py --quick    # seconds-long smoke run
 """
 
+from __future__ import annotations
+
 import argparse
-import statistics
-import time
+import math
 
 import pyro
-import pyro.distributions as dist
 import torch
-from pyro.infer import SVI, Trace_ELBO
+import torch.nn.functional as F
+from common import (
+    RESULTS,
+    interleave,
+    make_step,
+    markdown_table,
+    ms,
+    problems,
+    ratio_summary,
+    regression,
+    regression_data,
+    setup,
+    write_results,
+)
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceTailAdaptive_ELBO
 from pyro.infer.autoguide import AutoNormal
 
 import pyrodiv
 
-
-def regression(X, y=None):
-    beta = pyro.sample("beta", dist.Normal(X.new_zeros(X.shape[-1]), 1.0).to_event(1))
-    sigma = pyro.sample("sigma", dist.HalfNormal(X.new_tensor(1.0)))
-    with pyro.plate("data", X.shape[0]):
-        pyro.sample("y", dist.Normal((X * beta[..., None, :]).sum(-1), sigma[..., None]), obs=y)
+PARTICLES = (1, 64, 1024)
+BASE = "Trace_ELBO"
+FLOOR = "torch floor"
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def main(args):
-    torch.set_num_threads(1)
-    pyro.set_rng_seed(0)
-    X = torch.randn(1000, 10)
-    y = (X * torch.linspace(-1, 1, 10)).sum(-1) + 0.5 * torch.randn(1000)
-    kw = {"num_particles": args.particles, "vectorize_particles": True, "max_plate_nesting": 1}
-    losses = {
-        "Trace_ELBO": Trace_ELBO(**kw),
-        "ReverseKL": pyrodiv.ReverseKL(**kw),
-        "ForwardKL": pyrodiv.ForwardKL(**kw),
-        "FDivergence(squared_hellinger)": pyrodiv.FDivergence("squared_hellinger", **kw),
-        "JensenShannon": pyrodiv.JensenShannon(**kw),
+def losses(num_particles: int, prior: bool) -> dict[str, object]:
+    """Every loss that applies to a target of this kind at this number of particles."""
+    kw = {"num_particles": num_particles, "vectorize_particles": True}
+    out = {
+        BASE: Trace_ELBO(**kw),
+        "RenyiELBO(0.5)": RenyiELBO(alpha=0.5, **kw),
     }
-    runs = {}
-    for name, loss in losses.items():
-        pyro.clear_param_store()
-        guide = AutoNormal(regression)
-        svi = SVI(regression, guide, pyro.optim.Adam({"lr": 0.01}), loss=loss)
-        svi.step(X, y)
-        runs[name] = (svi, [])
-    for _ in range(args.steps):
-        for svi, times in runs.values():
-            start = time.perf_counter()
-            svi.step(X, y)
-            times.append(time.perf_counter() - start)
-    base = statistics.median(runs["Trace_ELBO"][1])
-    lines = [
-        f"Step time, 10-D regression, N=1000, {args.particles} vectorized particles, "
-        f"median of {args.steps} interleaved steps, 1 thread.",
-        "",
-        "| loss | ms / step | ratio to Trace_ELBO |",
-        "|---|---|---|",
+    if num_particles > 1:
+        out["TraceTailAdaptive_ELBO"] = TraceTailAdaptive_ELBO(**kw)
+    out.update(
+        {
+            "ReverseKL": pyrodiv.ReverseKL(**kw),
+            "ForwardKL": pyrodiv.ForwardKL(**kw),
+            "JensenShannon": pyrodiv.JensenShannon(**kw),
+            "FDivergence(squared_hellinger)": pyrodiv.FDivergence("squared_hellinger", **kw),
+            "FDivergence(amari_alpha, 0.5)": pyrodiv.FDivergence("amari_alpha", alpha=0.5, **kw),
+        }
+    )
+    if prior:
+        out["CrossEntropy"] = pyrodiv.CrossEntropy(**kw)
+    return out
+
+
+# ---- the pure-torch floor ----------------------------------------------------------------
+
+
+class TorchFloor:
+    r"""The regression's negative ELBO in plain torch, for a mean-field Normal on
+    :math:`(\beta, \log\sigma)` parameterized as ``AutoNormal`` is (scale = softplus):
+
+    .. math::
+
+        -\mathrm{ELBO} = \frac1K\sum_k \log q(\beta_k, u_k) - u_k
+            - \log p(\beta_k) - \log p(\sigma_k) - \sum_n \log N(y_n; x_n^\top\beta_k,
+            \sigma_k^2),\qquad \sigma_k = e^{u_k},
+
+    with :math:`(\beta_k, u_k) = \mathrm{loc} + \mathrm{scale}\,\varepsilon_k` and the
+    Jacobian :math:`-u_k` of :math:`\sigma = e^u`, exactly the density ``AutoNormal`` gives.
+
+    Example::
+
+        >>> X, y = regression_data()
+        >>> floor = TorchFloor(X, y, num_particles=64)
+        >>> loss = floor.step()
+    """
+
+    def __init__(self, X, y, num_particles: int, lr: float = 0.01, init_scale: float = 0.1):
+        self.X, self.y, self.num_particles = X, y, num_particles
+        d = X.shape[-1] + 1
+        self.loc = torch.zeros(d, requires_grad=True)
+        raw = math.log(math.expm1(init_scale))  # softplus^{-1}
+        self.raw_scale = torch.full((d,), raw, requires_grad=True)
+        self.optim = torch.optim.Adam([self.loc, self.raw_scale], lr=lr)
+
+    def particle_losses(self) -> torch.Tensor:
+        """Per-particle :math:`\\log q - \\log p` (shape ``(K,)``)."""
+        scale = F.softplus(self.raw_scale)
+        eps = torch.randn(self.num_particles, self.loc.shape[0])
+        z = self.loc + scale * eps
+        beta, u = z[:, :-1], z[:, -1]
+        sigma = u.exp()
+        log_q = (-0.5 * eps.square() - scale.log() - HALF_LOG_2PI).sum(-1) - u
+        log_prior = (-0.5 * beta.square() - HALF_LOG_2PI).sum(-1)
+        log_prior = log_prior + math.log(2.0) - HALF_LOG_2PI - 0.5 * sigma.square()
+        mean = (self.X * beta[:, None, :]).sum(-1)
+        resid = (self.y - mean) / sigma[:, None]
+        n = self.y.shape[0]
+        log_lik = -0.5 * resid.square().sum(-1) - n * (u + HALF_LOG_2PI)
+        return log_q - log_prior - log_lik
+
+    def step(self) -> float:
+        self.optim.zero_grad()
+        loss = self.particle_losses().mean()
+        loss.backward()
+        self.optim.step()
+        return float(loss.detach())
+
+
+def check_floor(num_particles: int = 4096) -> str:
+    """Compare the floor's negative ELBO with ``Trace_ELBO`` at ``AutoNormal``'s initial
+    parameters (moved to a non-trivial point); raise if they differ by more than 4 standard
+    errors of the difference (both are means of ``num_particles`` independent terms)."""
+    X, y = regression_data()
+    pyro.clear_param_store()
+    guide = AutoNormal(regression, init_scale=0.1)
+    guide(X, y)
+    floor = TorchFloor(X, y, num_particles)
+    with torch.no_grad():
+        loc = torch.linspace(-1.0, 1.0, X.shape[-1] + 1) * 0.5
+        floor.loc.copy_(loc)
+        guide.locs.beta = loc[:-1].clone()
+        guide.locs.sigma = loc[-1:].clone().squeeze(-1)
+        values = floor.particle_losses()
+        elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=True)
+        pyro_value = elbo.loss(regression, guide, X, y)
+    floor_value = float(values.mean())
+    se = float(values.std()) * math.sqrt(2.0 / num_particles)
+    gap = abs(floor_value - pyro_value) / se
+    pyro.clear_param_store()
+    if gap > 4.0:
+        raise RuntimeError(
+            f"torch floor {floor_value:.2f} and Trace_ELBO {pyro_value:.2f} differ by "
+            f"{gap:.1f} standard errors: the floor does not compute the same loss"
+        )
+    return (
+        f"Floor check ({num_particles} particles, AutoNormal parameters): torch floor "
+        f"{floor_value:.2f}, Trace_ELBO {pyro_value:.2f}, difference {gap:.1f} standard errors "
+        "(tolerance 4)."
+    )
+
+
+# ---- the benchmark -----------------------------------------------------------------------
+
+
+def run(args):
+    setup(0)
+    check = check_floor(512 if args.quick else 4096)
+    print(check)
+    budget = 0.3 if args.quick else args.budget
+    particles = (1, 64) if args.quick else PARTICLES
+    results = {}  # (problem, K) -> timings
+    for key, problem in problems().items():
+        for k in particles:
+            setup(0)
+            steps = {
+                name: make_step(problem, loss, f"{name}.{k}")
+                for name, loss in losses(k, problem.prior).items()
+            }
+            if key == "regression":
+                floor = TorchFloor(*problem.args, num_particles=k)
+                steps[FLOOR] = floor.step
+            timings = interleave(steps, budget_s=budget, min_rounds=3 if args.quick else 15)
+            results[key, k] = timings
+            print(f"\n{problem.name}, {k} particles ({len(timings[BASE])} rounds)")
+            for name, t in timings.items():
+                print(f"  {name:32s} {ms(t):>9s} ms  x{ratio_summary(timings, name, BASE)}")
+    return check, results, particles
+
+
+def goals(results, particles) -> tuple[str, list[list[object]]]:
+    """The project's speed goals on the regression, per loss."""
+    rows = []
+    ours = [
+        "ReverseKL",
+        "ForwardKL",
+        "JensenShannon",
+        "FDivergence(squared_hellinger)",
+        "FDivergence(amari_alpha, 0.5)",
     ]
-    for name, (_, times) in runs.items():
-        median = statistics.median(times)
-        lines.append(f"| {name} | {1000 * median:.2f} | {median / base:.2f} |")
-    table = "\n".join(lines)
-    print(table)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(table + "\n")
+    for name in ours:
+        bound64 = 1.15 if name == "ReverseKL" else 1.35
+        cells = [name]
+        if 64 in particles:
+            r = ratio_summary(results["regression", 64], name, BASE)
+            cells.append(f"{r} {'met' if r.median <= bound64 else 'NOT met'} (<= {bound64})")
+        else:
+            cells.append("not run")
+        worst = max(
+            (ratio_summary(results["regression", k], name, BASE).median, k) for k in particles
+        )
+        cells.append(f"{worst[0]:.2f} at K={worst[1]} {'met' if worst[0] <= 1.05 else 'NOT met'}")
+        kmax = max(particles)
+        r = ratio_summary(results["regression", kmax], name, FLOOR)
+        cells.append(f"{r} at K={kmax} {'met' if r.median <= 1.5 else 'NOT met'}")
+        rows.append(cells)
+    header = [
+        "loss",
+        "<= 1.15x (ReverseKL) / 1.35x Trace_ELBO at K=64",
+        "<= 1.05x Trace_ELBO at every K (worst)",
+        "<= 1.5x torch floor at the largest K",
+    ]
+    return markdown_table(header, rows), rows
+
+
+def report(check, results, particles, out):
+    sections = [
+        "One SVI step = `loss_and_grads` + Adam step, vectorized particles K, an `AutoNormal` "
+        "guide (a learnable Normal on the bimodal target). Cells: median ms per step; "
+        "ratio to Trace_ELBO = median of per-round paired ratios "
+        "[95% interval]. Each group of a table (one target, one K) was timed interleaved.",
+        check,
+    ]
+    for key, problem in problems().items():
+        names = list(results[key, particles[0]]) + [
+            n for n in results[key, particles[-1]] if n not in results[key, particles[0]]
+        ]
+        rows = []
+        for name in names:
+            row = [name]
+            for k in particles:
+                t = results[key, k].get(name)
+                row.append("-" if t is None else ms(t))
+            for k in particles:
+                t = results[key, k]
+                row.append("-" if name not in t else str(ratio_summary(t, name, BASE)))
+            rows.append(row)
+        header = (
+            ["loss"]
+            + [f"ms, K={k}" for k in particles]
+            + [f"x Trace_ELBO, K={k}" for k in particles]
+        )
+        rounds = ", ".join(f"K={k}: {len(results[key, k][BASE])}" for k in particles)
+        sections.append(
+            f"## {problem.name}\n\nRounds: {rounds}.\n\n" + markdown_table(header, rows)
+        )
+    kmax = max(particles)
+    floor_rows = [
+        [name, str(ratio_summary(results["regression", kmax], name, FLOOR))]
+        for name in results["regression", kmax]
+        if name != FLOOR
+    ]
+    sections.append(
+        f"## Ratio to the pure-torch floor (regression, K={kmax})\n\n"
+        + markdown_table(["loss", "x torch floor"], floor_rows)
+    )
+    table, _ = goals(results, particles)
+    sections.append("## Goals (regression)\n\n" + table)
+    text = "\n\n".join(sections)
+    print("\n" + text)
+    path = write_results(out, "Step time of the losses", text)
+    print(f"\nwrote {path}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
+    parser.add_argument("--budget", type=float, default=15.0, help="seconds per group")
+    parser.add_argument("--out", default=str(RESULTS / "step_time.md"))
+    args = parser.parse_args(argv)
+    check, results, particles = run(args)
+    report(check, results, particles, args.out)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--particles", type=int, default=64)
-    parser.add_argument("--out", default="")
-    main(parser.parse_args())
+    main()
