@@ -24,6 +24,12 @@ Two orders of execution are offered:
   :math:`x`, also for autoguides whose sites are deterministic functions of an auxiliary draw.
 * :func:`model_first`: :math:`x\sim P` by running the model, and the guide evaluated at
   :math:`x` (:func:`replay_guide_at`), for prior targets.
+
+Both mark the guide sites that are point masses (:func:`point_mass_sites`: ``AutoDelta``, a
+hand-written ``dist.Delta``), and :func:`log_densities` refuses them, and model sites marked
+for enumeration that the guide does not sample (:func:`check_enumeration`), with a
+``ValueError`` naming the site: ``log q`` does not exist at a point mass, and no loss here sums
+out an enumerated site.
 """
 
 from __future__ import annotations
@@ -32,13 +38,14 @@ from typing import NamedTuple
 
 import torch
 from pyro import poutine
-from pyro.infer.autoguide import AutoContinuous, AutoGuideList, AutoNormal
+from pyro.distributions import Delta, ExpandedDistribution, MaskedDistribution
+from pyro.infer.autoguide import AutoContinuous, AutoDelta, AutoGuide, AutoGuideList, AutoNormal
 from pyro.infer.enum import get_importance_trace
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match, check_site_shape
-from torch.distributions import biject_to
+from torch.distributions import Independent, biject_to
 
 
 class LogDensities(NamedTuple):
@@ -153,7 +160,14 @@ def trace_score(guide_trace, particle_dim: int | None) -> torch.Tensor | None:
 
 
 def log_densities(model_trace, guide_trace, particle_dim: int | None) -> LogDensities:
-    """Reduce a (model, guide) trace pair with computed log-probs to :class:`LogDensities`."""
+    """Reduce a (model, guide) trace pair with computed log-probs to :class:`LogDensities`.
+
+    Raises a ``ValueError`` naming the site for a guide site marked as a point mass by
+    :func:`guide_first` / :func:`model_first` (see :func:`point_mass_sites`) and for a model
+    site marked for enumeration that the guide does not sample (:func:`check_enumeration`).
+    """
+    check_densities(guide_trace)
+    check_enumeration(model_trace, guide_trace)
     log_p = trace_log_density(model_trace, particle_dim, "model")
     log_q = trace_log_density(guide_trace, particle_dim, "guide")
     score = trace_score(guide_trace, particle_dim)
@@ -168,20 +182,25 @@ def guide_first(model, guide, args, kwargs, max_plate_nesting, detach: bool = Fa
     ``score_parts`` on the guide. With ``detach=True`` the guide's draws carry no gradient.
     """
     if not detach:
-        return get_importance_trace("flat", max_plate_nesting, model, guide, args, kwargs)
+        model_trace, guide_trace = get_importance_trace(
+            "flat", max_plate_nesting, model, guide, args, kwargs
+        )
+        return model_trace, mark_point_masses(guide, guide_trace, model_trace)
     with DetachSamples():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
         *args, **kwargs
     )
-    return _finish(model_trace, guide_trace, max_plate_nesting)
+    model_trace, guide_trace = _finish(model_trace, guide_trace, max_plate_nesting)
+    return model_trace, mark_point_masses(guide, guide_trace, model_trace)
 
 
 def model_first(model, guide, args, kwargs, max_plate_nesting):
     r"""Draw :math:`x \sim P` by running the model, and evaluate the guide at :math:`x`."""
     model_trace = poutine.trace(model).get_trace(*args, **kwargs)
     guide_trace = replay_guide_at(guide, model_trace, args, kwargs)
-    return _finish(model_trace, guide_trace, max_plate_nesting)
+    model_trace, guide_trace = _finish(model_trace, guide_trace, max_plate_nesting)
+    return model_trace, mark_point_masses(guide, guide_trace, model_trace)
 
 
 def _finish(model_trace, guide_trace, max_plate_nesting):
@@ -215,7 +234,9 @@ def replay_guide_at(guide, model_trace, args, kwargs):
     for name in covered:  # the guide recomputes these from their auxiliary latents
         replay_trace.remove_node(name)
     for name, value in auxiliary.items():
-        replay_trace.add_node(name, type="sample", value=value, is_observed=False, infer={})
+        replay_trace.add_node(
+            name, type="sample", value=value, is_observed=False, infer={"is_auxiliary": True}
+        )
     with DetachSamples():
         return poutine.trace(poutine.replay(guide, trace=replay_trace)).get_trace(*args, **kwargs)
 
@@ -264,3 +285,155 @@ def observed_sites(model_trace) -> list[str]:
         for name, site in model_trace.nodes.items()
         if site["type"] == "sample" and site["is_observed"]
     ]
+
+
+def _is_delta(fn) -> bool:
+    """Whether a site's distribution is a ``Delta``, possibly wrapped (``to_event``, masks,
+    ``expand``)."""
+    while isinstance(fn, Independent | MaskedDistribution | ExpandedDistribution):
+        fn = fn.base_dist
+    return isinstance(fn, Delta)
+
+
+def _is_discrete(site) -> bool:
+    try:
+        return bool(site["fn"].support.is_discrete)
+    except (AttributeError, NotImplementedError):
+        return False
+
+
+def _autoguide_sites(guide) -> tuple[set, set] | None:
+    """Model sites covered by the autoguide parts of ``guide``, split into those drawn as point
+    masses (``AutoDelta``) and those with a density; ``None`` when ``guide`` is no autoguide."""
+    guide = poutine.unwrap(guide)
+    if isinstance(guide, AutoGuideList):
+        point, density = set(), set()
+        for part in guide:
+            part_point, part_density = _autoguide_sites(part) or (set(), set())
+            point |= part_point
+            density |= part_density
+        return point, density
+    if not isinstance(guide, AutoGuide):
+        return None
+    names = set()
+    if getattr(guide, "prototype_trace", None) is not None:
+        names = {name for name, _ in guide.prototype_trace.iter_stochastic_nodes()}
+    return (names, set()) if isinstance(guide, AutoDelta) else (set(), names)
+
+
+def point_mass_sites(guide, guide_trace, model_trace=None) -> list[str]:
+    r"""Names of the latent guide sites that are point masses, where :math:`\log q` has no
+    density.
+
+    A latent guide site whose distribution is a ``dist.Delta`` is a point mass unless it is a
+    reparameterized transform of an auxiliary draw with a density (then its ``Delta`` carries
+    that density and the Jacobian, as in ``AutoNormal`` and the ``AutoContinuous`` family).
+    So the point masses are: the sites of an ``AutoDelta`` (also as a part of an
+    ``AutoGuideList``), auxiliary sites that are themselves ``Delta``
+    (``AutoLaplaceApproximation`` before its Laplace step), and, in a guide that is no
+    autoguide, ``Delta`` sites when the guide draws no auxiliary site with a density. A
+    ``Delta`` on a site that is discrete in the model (``model_trace``) is a probability mass
+    with :math:`\log q = 0` at its value, not a point mass.
+
+    Example::
+
+        >>> def model():
+        ...     pyro.sample("z", dist.Normal(0.0, 1.0))
+        >>> def guide():
+        ...     pyro.sample("z", dist.Delta(pyro.param("z_map", torch.tensor(0.0))))
+        >>> point_mass_sites(guide, poutine.trace(guide).get_trace())
+        ['z']
+    """
+    parts = _autoguide_sites(guide)
+    has_auxiliary_density = any(
+        site["type"] == "sample"
+        and site["infer"].get("is_auxiliary")
+        and not _is_delta(site["fn"])
+        for site in guide_trace.nodes.values()
+    )
+    names = []
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or not _is_delta(site["fn"]):
+            continue
+        if model_trace is not None and name in model_trace.nodes:
+            if _is_discrete(model_trace.nodes[name]):
+                continue
+        if site["infer"].get("is_auxiliary"):
+            names.append(name)
+        elif parts is not None:
+            if name not in parts[1]:
+                names.append(name)
+        elif not has_auxiliary_density:
+            names.append(name)
+    return names
+
+
+def mark_point_masses(guide, guide_trace, model_trace=None):
+    """Mark the sites of :func:`point_mass_sites` with ``infer["point_mass"] = True`` (for
+    :func:`check_densities`) and return ``guide_trace``.
+
+    Example (``guide`` as in :func:`point_mass_sites`)::
+
+        >>> trace = mark_point_masses(guide, poutine.trace(guide).get_trace())
+        >>> trace.nodes["z"]["infer"]["point_mass"]
+        True
+    """
+    for name in point_mass_sites(guide, guide_trace, model_trace):
+        site = guide_trace.nodes[name]
+        site["infer"] = {**site["infer"], "point_mass": True}
+    return guide_trace
+
+
+def check_densities(guide_trace) -> None:
+    """Raise a ValueError naming the first guide site marked as a point mass by
+    :func:`mark_point_masses`: every divergence here needs :math:`\\log q`, which a point mass
+    does not have.
+
+    Example (``guide`` as in :func:`point_mass_sites`)::
+
+        >>> check_densities(mark_point_masses(guide, poutine.trace(guide).get_trace()))
+        Traceback (most recent call last):
+        ...
+        ValueError: guide site 'z' is a point mass (Delta) and has no density; ...
+    """
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample" and site["infer"].get("point_mass"):
+            raise ValueError(
+                f"guide site {name!r} is a point mass (Delta) and has no density; the "
+                "divergence losses need log q. Use a guide with a density (AutoNormal, "
+                "AutoDiagonalNormal, AutoMultivariateNormal, or a Normal in a hand-written "
+                "guide) or a sample-based loss; for a point estimate, use pyro.infer.Trace_ELBO "
+                "with AutoDelta (MAP)"
+            )
+
+
+def check_enumeration(model_trace, guide_trace) -> None:
+    """Raise a ValueError naming a latent model site marked for enumeration
+    (``infer={"enumerate": ...}``, ``config_enumerate``) that the guide does not sample.
+
+    The losses draw every latent site from the guide and sum out none, so such a site would be
+    drawn from the model's prior and missing from :math:`\\log q`. Guide sites marked for
+    enumeration are drawn like any other (a discrete one trains by the score function).
+
+    Example::
+
+        >>> def model():
+        ...     pyro.sample("k", dist.Bernoulli(0.3), infer={"enumerate": "parallel"})
+        >>> empty_guide_trace = poutine.trace(lambda: None).get_trace()
+        >>> check_enumeration(poutine.trace(model).get_trace(), empty_guide_trace)
+        Traceback (most recent call last):
+        ...
+        ValueError: model site 'k' is marked for enumeration ...
+    """
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        how = site["infer"].get("enumerate")
+        if how and (name not in guide_trace.nodes or guide_trace.nodes[name]["type"] != "sample"):
+            raise ValueError(
+                f"model site {name!r} is marked for enumeration (infer={{'enumerate': {how!r}}}) "
+                "but the guide does not sample it; the divergence losses draw every latent site "
+                f"from the guide and sum out none. Sample {name!r} in the guide (a discrete "
+                "guide site trains by the score function), or sum it out in the model by hand "
+                "(a MixtureSameFamily, or a logsumexp in a pyro.factor)"
+            )
