@@ -171,6 +171,16 @@ def bimodal_fits(
             "basin": basin(ours["loc"], ours["variance"]),
             "trajectory": fit["trajectory"],
         }
+        # a fit can leave the basin that the quadrature search from its start finds (JSD with
+        # an exp scale): then the exact optimum of the basin it reached is searched from it
+        entry["exact_of_fit_basin"] = None
+        if entry["basin"] not in (
+            "neither",
+            basin(entry["exact"]["loc"], entry["exact"]["variance"]),
+        ):
+            entry["exact_of_fit_basin"] = exact_optimum(
+                gen, log_p, start=(ours["loc"], ours["variance"]), n=quad_n
+            )
         if name == "forward_kl":
             entry["long"] = {"steps": run_steps, "loc": fit["loc"], "variance": fit["variance"]}
             tail = [
@@ -272,13 +282,25 @@ def _figures(out_dir, result, log_p, steps):
                 "-",
             ),
             (
-                f"exact optimum {fmt_normal(exact['loc'], exact['variance'])}",
+                f"exact optimum from the start {fmt_normal(exact['loc'], exact['variance'])}",
                 exact["loc"],
                 exact["variance"],
                 COLORS["exact"],
                 ":",
             ),
         ]
+        reached = run.get("exact_of_fit_basin")
+        if reached:
+            curves.append(
+                (
+                    "exact optimum of the basin reached "
+                    f"{fmt_normal(reached['loc'], reached['variance'])}",
+                    reached["loc"],
+                    reached["variance"],
+                    "tab:green",
+                    "-.",
+                )
+            )
         plot_densities(
             axes[0],
             log_p,
@@ -288,7 +310,16 @@ def _figures(out_dir, result, log_p, steps):
             target_label="P = {N(-7, 1.4), N(7, 1.4)}",
         )
         traj = run["trajectory"]
-        plot_trajectory(axes[1:], traj, exact=exact, deck=run["deck"])
+        if reached:
+            plot_trajectory(
+                axes[1:],
+                traj,
+                exact=reached,
+                deck=run["deck"],
+                exact_label="exact optimum, basin reached",
+            )
+        else:
+            plot_trajectory(axes[1:], traj, exact=exact, deck=run["deck"])
         if name == "forward_kl":
             for ax in axes[1:]:
                 ax.axvline(steps, color="0.5", lw=0.8)

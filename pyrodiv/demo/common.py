@@ -332,15 +332,15 @@ def plot_densities(ax, target, curves, xs=None, title=None, target_label="target
         ax.set_title(title, fontsize=10)
 
 
-def plot_trajectory(axes, traj, exact=None, deck=None):
+def plot_trajectory(axes, traj, exact=None, deck=None, exact_label="exact optimum"):
     """Draw ``loc`` and ``variance`` against the step on two axes, with dashed lines at the
-    exact optimum and dotted lines at the talk's value."""
+    exact optimum (labelled ``exact_label``) and dotted lines at the talk's value."""
     ax_loc, ax_var = axes
     ax_loc.plot(traj["step"], traj["loc"], color=COLORS["fitted"], lw=1.4, label="ours")
     ax_var.plot(traj["step"], traj["variance"], color=COLORS["fitted"], lw=1.4, label="ours")
     for ax, key in ((ax_loc, "loc"), (ax_var, "variance")):
         if exact is not None:
-            ax.axhline(exact[key], color=COLORS["exact"], ls="--", lw=1, label="exact optimum")
+            ax.axhline(exact[key], color=COLORS["exact"], ls="--", lw=1, label=exact_label)
         if deck is not None:
             ax.axhline(deck[key], color="tab:green", ls=":", lw=1.5, label="talk")
         ax.set_xlabel("SVI step")
