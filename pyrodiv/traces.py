@@ -136,11 +136,26 @@ def _check_finite(trace, kind: str, total: torch.Tensor):
 
 
 def trace_log_density(trace, particle_dim: int | None, kind: str = "model") -> torch.Tensor:
-    """Per-particle sum of a trace's ``log_prob`` entries (computed beforehand)."""
+    """Per-particle sum of a trace's ``log_prob`` entries (computed beforehand).
+
+    Under vectorized particles a site whose log-prob has dimensions left of the particle plate
+    is refused with a ValueError naming it: the program is not vectorizable (e.g. it indexed
+    ``z[..., 0:1]`` where ``z[..., 0]`` was meant), and summing such dimensions would give every
+    particle the same total.
+    """
     total = 0.0
-    for site in trace.nodes.values():
+    for name, site in trace.nodes.items():
         if site["type"] == "sample":
-            total = total + sum_to_particles(site["log_prob"], particle_dim)
+            log_prob = site["log_prob"]
+            if particle_dim is not None and log_prob.dim() > -particle_dim:
+                raise ValueError(
+                    f"{kind} site {name!r}: its log-prob has shape {tuple(log_prob.shape)}, with "
+                    f"dimensions left of the vectorized particle plate (dim {particle_dim}); the "
+                    "program is not vectorizable: index batched latents from the right "
+                    "(z[..., 0], not z[..., 0:1]; (X * beta).sum(-1), not X @ beta) or set "
+                    "max_plate_nesting"
+                )
+            total = total + sum_to_particles(log_prob, particle_dim)
     if not isinstance(total, torch.Tensor):
         raise ValueError(f"the {kind} has no sample sites")
     _check_finite(trace, kind, total)
