@@ -131,7 +131,8 @@ def plot_marginals(
     Each curve is a Gaussian kernel density estimate (Scott's bandwidth) of one method's draws of
     one scalar (``beta[0]``, ``tau``, ...); the x range spans the 0.5% to 99.5% quantiles of all
     curves of the panel. The reference (a name in ``idatas`` or an InferenceData) is a thick
-    black line.
+    black line; a panel whose tallest curve is over four times the reference's peak is clipped
+    at three times that peak (and marked "clipped"), so that the reference stays readable.
 
     :param var_names: scalar names to draw (default: those of the reference, or of the first
         method, up to ``max_panels``).
@@ -169,6 +170,21 @@ def plot_marginals(
             label = f"{method} (reference)" if is_ref else method
             style = {"color": colors[method], "lw": 2.5 if is_ref else 1.4, "label": label}
             _kde_line(ax, draws, grid, **style)
+        if ref_name in present and np.asarray(ax.lines[0].get_xdata()).size > 2:
+            # A curve far narrower than the reference would flatten it: clip that one instead.
+            peak = float(np.max(ax.lines[0].get_ydata()))
+            if peak > 0 and ax.get_ylim()[1] > 4 * peak:
+                ax.set_ylim(0, 3 * peak)
+                ax.text(
+                    0.98,
+                    0.95,
+                    "clipped",
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="top",
+                    fontsize="small",
+                    color="gray",
+                )
         ax.set_title(name)
         ax.set_xlabel("value")
         ax.set_yticks([])
@@ -187,7 +203,7 @@ def plot_pairs(
     reference=None,
     var_names: Sequence[str] | None = None,
     max_vars: int = 3,
-    max_points: int = 500,
+    max_points: int = 300,
     title: str | None = None,
     path=None,
 ):
@@ -227,14 +243,18 @@ def plot_pairs(
         # Column labels such as "theta[0]" become plain variable names of a one-chain posterior.
         subset = arviz_adapter.to_inference_data({n: cols[n][keep][None] for n in names})
         is_ref = method == ref_name
-        style = {"color": colors[method], "alpha": 0.5 if is_ref else 0.35, "s": 6}
+        style = {"color": colors[method], "alpha": 0.6 if is_ref else 0.45, "s": 8}
         arviz_adapter.plot_pair(subset, ax=axes, kind="scatter", scatter_kwargs=style)
         label = f"{method} (reference)" if is_ref else method
         handles.append(_marker(colors[method], "o", label))
     for i in range(size):
         for j in range(i + 1, size):
             axes[i, j].set_visible(False)
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5))
+    for ax in axes.ravel():
+        ax.xaxis.label.set_size(10)
+        ax.yaxis.label.set_size(10)
+        ax.tick_params(labelsize=9)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3))
     fig.suptitle(title or "Pairwise posterior draws")
     _save(fig, path)
     return fig
@@ -353,11 +373,15 @@ def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
     return (cumulative[window:] - cumulative[:-window]) / window
 
 
-def plot_loss_curves(fits: Mapping, window: int = 50, ncols: int = 3, title=None, path=None):
+def plot_loss_curves(
+    fits: Mapping, window: int = 50, ncols: int = 3, colors=None, title=None, path=None
+):
     """Loss of every SVI step, one panel per method (the divergences have different scales).
 
     :param fits: ``{method: FitResult}`` (from :func:`pyrodiv.fit`) or ``{method: losses}``.
     :param window: width of the running mean drawn over the raw losses.
+    :param colors: ``{method: colour}`` (default :func:`method_colors` of the methods), to match
+        the other figures of a comparison.
     :returns: the matplotlib ``Figure`` (two lines per panel: raw and running mean).
 
     Example::
@@ -374,7 +398,7 @@ def plot_loss_curves(fits: Mapping, window: int = 50, ncols: int = 3, title=None
         if losses.ndim != 1 or losses.size == 0:
             raise ValueError(f"plot_loss_curves: {method!r} has no loss history")
         histories[method] = losses
-    colors = method_colors(list(histories))
+    colors = {**method_colors(list(histories)), **dict(colors or {})}
     nrows, ncols = _panel_grid(len(histories), ncols)
     fig, axes = new_figure(nrows, ncols, size=(3.6 * ncols, 2.7 * nrows + 0.5), squeeze=False)
     for ax, (method, losses) in zip(axes.ravel(), histories.items(), strict=False):

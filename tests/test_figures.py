@@ -154,3 +154,16 @@ def test_accuracy_vs_time_one_marker_per_method_and_panel():
 def test_method_colors_and_docstring_examples():
     assert figures.method_colors(["a", "b"]) == {"a": "C0", "b": "C1"}
     assert doctest.testmod(figures).failed == 0
+
+
+def test_marginals_clip_a_collapsed_curve_at_three_reference_peaks():
+    generator = torch.Generator().manual_seed(4)
+    wide = to_inference_data({"x": torch.randn(1, 400, generator=generator)})
+    narrow = to_inference_data({"x": 0.01 * torch.randn(1, 400, generator=generator)})
+    fig = figures.plot_marginals({"ref": wide, "collapsed": narrow}, reference="ref")
+    ax = fig.axes[0]
+    reference_peak = ax.lines[0].get_ydata().max()
+    # N(0, 1) peaks near 0.4 (the KDE a little lower); the collapsed curve near 40.
+    assert 0.3 < reference_peak < 0.45 and ax.lines[1].get_ydata().max() > 20
+    assert ax.get_ylim() == pytest.approx((0.0, 3 * reference_peak))
+    assert [t.get_text() for t in ax.texts] == ["clipped"]
