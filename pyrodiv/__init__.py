@@ -10,14 +10,18 @@ Example::
 from .fit import FitResult, fit
 from .generators import GENERATOR_NAMES, Generator, get_generator
 from .losses import (
+    CUBO,
     CrossEntropy,
     DivergenceLoss,
     FDivergence,
     ForwardKL,
     JensenShannon,
+    RenyiBound,
     ReverseKL,
+    Wasserstein,
     get_loss,
 )
+from .targets import SampleTarget
 
 __version__ = "0.1.0"
 
@@ -41,6 +45,7 @@ def __getattr__(name):
 
 __all__ = [
     "compare_posteriors",
+    "CUBO",
     "CrossEntropy",
     "DivergenceLoss",
     "FDivergence",
@@ -49,7 +54,10 @@ __all__ = [
     "GENERATOR_NAMES",
     "Generator",
     "JensenShannon",
+    "RenyiBound",
     "ReverseKL",
+    "SampleTarget",
+    "Wasserstein",
     "fit",
     "get_generator",
     "get_loss",

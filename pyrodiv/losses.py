@@ -36,13 +36,24 @@ from __future__ import annotations
 
 import torch
 from pyro import poutine
+from pyro.infer.autoguide import AutoGuide, AutoGuideList
 from pyro.infer.elbo import ELBO
 
-from . import estimators
+from . import estimators, transport
 from .generators import GENERATOR_NAMES, Generator, get_generator
-from .traces import LogDensities, guide_first, log_densities, model_first, stack_particles
+from .score_climbing import RetainParticle, next_state_index, select_particle
+from .targets import SetDraws, is_sample_target, require
+from .traces import (
+    DetachSamples,
+    LogDensities,
+    guide_first,
+    log_densities,
+    model_first,
+    stack_particles,
+)
+from .traces import _finish as finish_traces
 
-TARGET_KINDS = ("auto", "prior", "posterior")
+TARGET_KINDS = ("auto", "prior", "posterior", "sample")
 
 
 class DivergenceLoss(ELBO):
@@ -51,14 +62,23 @@ class DivergenceLoss(ELBO):
     :param int num_particles: Monte Carlo particles per estimate.
     :param max_plate_nesting: as in :class:`pyro.infer.ELBO` (guessed when left infinite).
     :param bool vectorize_particles: draw all particles at once under an outer plate.
-    :param str target: ``"auto"`` (read from the model's trace), ``"prior"`` or
-        ``"posterior"``.
+    :param str target: ``"auto"`` (read from the model: a
+        :class:`~pyrodiv.targets.SampleTarget` is a sample target, observed sites or factors make
+        a posterior, else a prior), ``"prior"``, ``"posterior"`` or ``"sample"``.
 
-    Subclasses implement :meth:`estimate`.
+    Subclasses set :attr:`needs` (the ingredients of :math:`P` from the talk's table) and
+    implement :meth:`_estimate`. A target that cannot give an ingredient is refused with a
+    ``ValueError`` naming the divergence, the ingredient and :attr:`instead`.
     """
 
     #: Human-readable name used in messages and tables.
     divergence = "divergence"
+    #: What the divergence needs of the target P: ``"log p"`` and/or ``"x ~ P"``.
+    needs: frozenset = frozenset({"log p"})
+    #: Whether a posterior target's missing ``x ~ P`` is replaced by importance sampling.
+    self_normalizes = False
+    #: What to use instead when the target lacks an ingredient.
+    instead = "use CrossEntropy or Wasserstein on a sample target"
 
     def __init__(
         self,
@@ -81,6 +101,7 @@ class DivergenceLoss(ELBO):
             retain_graph=retain_graph,
         )
         self.target = target
+        self.draws = None
         self._kind_key = None
         self._kind = None
         self._order = None
@@ -88,11 +109,14 @@ class DivergenceLoss(ELBO):
     # ---- targets -------------------------------------------------------------------------
 
     def target_kind(self, model, args, kwargs) -> str:
-        """``"prior"`` or ``"posterior"``: the override, or read once per model and argument
-        pattern from a trace of the model (observed sites or ``pyro.factor`` make a posterior).
-        The random state is restored afterwards, so detection does not move the seed."""
+        """``"prior"``, ``"posterior"`` or ``"sample"``: the override; ``"sample"`` for a
+        :class:`~pyrodiv.targets.SampleTarget`; else read once per model and argument pattern
+        from a trace of the model (observed sites or ``pyro.factor`` make a posterior). The
+        random state is restored afterwards, so detection does not move the seed."""
         if self.target != "auto":
             return self.target
+        if is_sample_target(model):
+            return "sample"
         key = (
             model,
             tuple(a is None for a in args),
@@ -107,6 +131,15 @@ class DivergenceLoss(ELBO):
             self._kind = "posterior" if observed else "prior"
             self._kind_key = key
         return self._kind
+
+    def check_target(self, model, args, kwargs) -> str:
+        """The target's kind, after checking that it gives what the divergence needs."""
+        kind = self.target_kind(model, args, kwargs)
+        needs = set(self.needs)
+        if kind == "posterior" and self.self_normalizes:
+            needs.discard("x ~ P")
+        require(self.divergence, needs, kind, self.draws is not None, self.instead)
+        return kind
 
     def _guess_max_plate_nesting(self, model, guide, args, kwargs):
         """Pyro's guess, run without moving the random state."""
@@ -124,7 +157,9 @@ class DivergenceLoss(ELBO):
         """One run (one particle, or one vectorized batch) in the order set by
         :meth:`particles`, reduced to :class:`~pyrodiv.traces.LogDensities`."""
         dim = self._particle_dim()
-        if self._order == "model_first":
+        if self._order == "draws":
+            model = SetDraws(self.draws, self.num_particles if dim else 1, dim)(model)
+        if self._order in ("model_first", "draws"):
             return log_densities(
                 *model_first(model, guide, args, kwargs, self.max_plate_nesting), dim
             )
@@ -136,8 +171,11 @@ class DivergenceLoss(ELBO):
         """Per-particle log-densities of ``num_particles`` runs.
 
         ``order`` is ``"guide_first"`` (:math:`x\\sim Q`), ``"guide_first_detached"`` (the same,
-        with draws detached) or ``"model_first"`` (:math:`x \\sim P`, prior targets only).
+        with draws detached), ``"model_first"`` (:math:`x \\sim P` by running the model: prior
+        and sample targets) or ``"draws"`` (:math:`x` from the given draws of :math:`P`).
         """
+        if order in ("model_first", "draws"):
+            _initialize_autoguide(guide, args, kwargs)
         self._order = order
         try:
             return stack_particles(list(self._get_traces(model, guide, args, kwargs)))
@@ -152,6 +190,7 @@ class DivergenceLoss(ELBO):
         Raises a ``ValueError`` instead of returning a NaN or infinite estimate, so that no
         optimizer step is taken with NaN gradients.
         """
+        self.check_target(model, args, kwargs)
         est = self._estimate(model, guide, args, kwargs)
         if not torch.isfinite(est.value):
             raise ValueError(
@@ -188,6 +227,16 @@ class DivergenceLoss(ELBO):
         )
 
 
+def _initialize_autoguide(guide, args, kwargs):
+    """Run an autoguide that has not been run yet once (RNG-neutral, outside any trace), so
+    that it can be evaluated at the target's draws before its first SVI step."""
+    parts = poutine.unwrap(guide)
+    parts = list(parts) if isinstance(parts, AutoGuideList) else [parts]
+    if any(isinstance(g, AutoGuide) and g.prototype_trace is None for g in parts):
+        with torch.random.fork_rng(), poutine.block():
+            guide(*args, **kwargs)
+
+
 class ReverseKL(DivergenceLoss):
     r"""Reverse (exclusive) KL, :math:`\mathrm{KL}(Q\|P) = \mathbb{E}_Q[\log q - \log p]`.
 
@@ -195,7 +244,8 @@ class ReverseKL(DivergenceLoss):
     reparameterized sites and uses the score function (with a leave-one-out baseline) for the
     others. On a posterior target the value is the negative ELBO,
     :math:`\mathrm{KL}(Q\|P) - \log Z`, and the gradient is that of
-    :class:`pyro.infer.Trace_ELBO`. Unbiased.
+    :class:`pyro.infer.Trace_ELBO`. Unbiased, in value and gradient (also under plate
+    subsampling, whose scaling Pyro applies to :math:`\log p`).
 
     Example::
 
@@ -204,35 +254,138 @@ class ReverseKL(DivergenceLoss):
     """
 
     divergence = "reverse KL"
+    instead = "use CrossEntropy or Wasserstein, which need only draws of P"
 
     def _estimate(self, model, guide, args, kwargs):
         lp, lq, score = self.particles(model, guide, args, kwargs)
         return estimators.f_divergence(get_generator("kl_reverse"), lp, lq, score)
 
 
-class ForwardKL(DivergenceLoss):
+class _TakesDraws(DivergenceLoss):
+    """A loss that can use given draws of :math:`P` (``draws=``) instead of running it."""
+
+    def __init__(
+        self,
+        num_particles=1,
+        max_plate_nesting=float("inf"),
+        vectorize_particles=False,
+        target="auto",
+        retain_graph=None,
+        draws=None,
+    ):
+        super().__init__(
+            num_particles, max_plate_nesting, vectorize_particles, target, retain_graph
+        )
+        if draws is not None:
+            draws = SetDraws(draws).draws  # validates them
+        self.draws = draws
+
+
+class ForwardKL(_TakesDraws):
     r"""Forward (inclusive) KL, :math:`\mathrm{KL}(P\|Q) = \mathbb{E}_P[\log p - \log q]`.
 
     Zero-avoiding and mass-covering: minimizing it over :math:`Q` is maximum likelihood on
-    :math:`P`'s draws. On a prior target the draws come from running the model, and the
-    estimate is unbiased. On a posterior target it uses self-normalized importance sampling
-    over :math:`Q`'s particles (the wake-phase estimator,
-    :func:`~pyrodiv.estimators.self_normalized_kl_forward`), biased by :math:`O(1/K)`. No
-    reparameterization is needed, so discrete guide sites train too.
+    :math:`P`'s draws. No reparameterization is needed, so discrete guide sites train too.
+
+    * **Prior target**: the draws come from running the model; value and gradient unbiased.
+    * **Posterior target**, ``estimator="snis"`` (default): self-normalized importance sampling
+      over :math:`Q`'s particles, the wake-phase estimator
+      (:func:`~pyrodiv.estimators.self_normalized_kl_forward`); consistent, biased by
+      :math:`O(1/K)` at :math:`K` particles, more when the weights vary much.
+    * **Posterior target**, ``estimator="msc"``: Markovian score climbing
+      (:mod:`pyrodiv.score_climbing`): one particle is a Markov chain state kept between
+      steps, so the bias of the fixed-:math:`K` estimate vanishes over iterations. The state
+      is reset by :meth:`reset_state`.
+    * **Given draws** (``draws={site: tensor (N, *shape)}``, e.g. MCMC draws from
+      :func:`pyrodiv.run_nuts`): each particle is one draw of :math:`P`; the gradient is
+      unbiased, and the value is the cross-entropy :math:`-\frac1K\sum_k \log q(x_k)`, which
+      differs from the KL by :math:`P`'s entropy (unknown on a posterior).
+
+    :param estimator: ``"snis"`` or ``"msc"`` (posterior targets).
+    :param draws: draws of :math:`P`'s latent sites, used instead of the model's.
 
     Example::
 
         >>> loss = ForwardKL(num_particles=256, vectorize_particles=True)
+        >>> loss = ForwardKL(num_particles=16, estimator="msc")
     """
 
     divergence = "forward KL"
+    needs = frozenset({"log p", "x ~ P"})
+    self_normalizes = True
+    instead = (
+        "use CrossEntropy, which has the same minimizer and needs only draws of P, or pass "
+        "draws= with a model that has log p"
+    )
+    ESTIMATORS = ("snis", "msc")
+
+    def __init__(
+        self,
+        num_particles=1,
+        max_plate_nesting=float("inf"),
+        vectorize_particles=False,
+        target="auto",
+        retain_graph=None,
+        draws=None,
+        estimator="snis",
+    ):
+        super().__init__(
+            num_particles, max_plate_nesting, vectorize_particles, target, retain_graph, draws
+        )
+        if estimator not in self.ESTIMATORS:
+            raise ValueError(
+                f"ForwardKL: estimator must be one of {self.ESTIMATORS}, got {estimator!r}"
+            )
+        self.estimator = estimator
+        self.reset_state()
+
+    def reset_state(self):
+        """Forget the Markov chain state of ``estimator="msc"``."""
+        self._state = None
 
     def _estimate(self, model, guide, args, kwargs):
+        if self.draws is not None:
+            _, lq, _ = self.particles(model, guide, args, kwargs, "draws")
+            return estimators.cross_entropy(lq)
         if self.target_kind(model, args, kwargs) == "prior":
             lp, lq, _ = self.particles(model, guide, args, kwargs, "model_first")
             return estimators.kl_forward(lp, lq)
+        if self.estimator == "msc":
+            return self._score_climbing(model, guide, args, kwargs)
         lp, lq, _ = self.particles(model, guide, args, kwargs, "guide_first_detached")
         return estimators.self_normalized_kl_forward(lp, lq)
+
+    def _score_climbing(self, model, guide, args, kwargs):
+        if self.vectorize_particles and self.max_plate_nesting == float("inf"):
+            self._guess_max_plate_nesting(model, guide, args, kwargs)
+        dim = self._particle_dim()
+        if dim is not None:
+            model = self._vectorized_num_particles(model)
+            guide = self._vectorized_num_particles(guide)
+        runs, parts = [], []
+        for k in range(1 if dim is not None else self.num_particles):
+            retain = RetainParticle(self._state if k == 0 else None, dim)
+            with DetachSamples(), retain:  # outside the trace, which records their values
+                guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+                *args, **kwargs
+            )
+            parts.append(
+                log_densities(
+                    *finish_traces(model_trace, guide_trace, self.max_plate_nesting), dim
+                )
+            )
+            runs.append(retain)
+        lp, lq, _ = stack_particles(parts)
+        j = next_state_index(lp - lq)
+        if dim is None:
+            self._state = dict(runs[j].values)
+        else:
+            self._state = select_particle(runs[0].values, runs[0].axes, j)
+        return estimators.self_normalized_kl_forward(lp, lq)
+
+    def __repr__(self):
+        return super().__repr__()[:-1] + f", estimator={self.estimator!r})"
 
 
 class JensenShannon(DivergenceLoss):
@@ -251,6 +404,9 @@ class JensenShannon(DivergenceLoss):
     """
 
     divergence = "Jensen-Shannon"
+    needs = frozenset({"log p", "x ~ P"})
+    self_normalizes = True
+    instead = "use Wasserstein, which needs only draws of P"
 
     def _estimate(self, model, guide, args, kwargs):
         if self.target_kind(model, args, kwargs) == "prior":
@@ -278,8 +434,10 @@ class FDivergence(DivergenceLoss):
     :math:`\hat Z` (:math:`O(1/K)` bias); members of the power family (whose minimizer ignores
     :math:`Z`) are trained on the equivalent log-space objective
     :math:`\log\frac1K\sum_k w_k^\alpha / (\alpha(\alpha-1))` (a scaled Renyi bound, which
-    cannot overflow), :math:`\alpha = 1` by self-normalized importance sampling and
-    :math:`\alpha = 0` by the ELBO; the others by the self-normalized estimate itself.
+    cannot overflow; biased by :math:`O(1/K)` as the log of a mean), :math:`\alpha = 1` by
+    self-normalized importance sampling and :math:`\alpha = 0` by the ELBO (unbiased); the
+    others by the self-normalized estimate itself. Non-reparameterized guide sites get a
+    score-function gradient.
 
     Example::
 
@@ -287,6 +445,8 @@ class FDivergence(DivergenceLoss):
         >>> loss.generator.power
         0.5
     """
+
+    instead = "use CrossEntropy or Wasserstein, which need only draws of P"
 
     def __init__(
         self,
@@ -329,26 +489,212 @@ def _report(f, lp, lq, score, objective):
     return value, value + (objective - objective.detach())
 
 
-class CrossEntropy(DivergenceLoss):
+class RenyiBound(DivergenceLoss):
+    r"""The Renyi divergence bound of order :math:`\alpha \ne 1` (Li and Turner 2016),
+
+    .. math::
+
+        R_\alpha = \frac{1}{\alpha - 1}\log\frac1K\sum_k \left(\frac{\tilde p(x_k)}{q(x_k)}
+        \right)^{\alpha} \approx D^R_\alpha(P\|Q) + \frac{\alpha}{\alpha - 1}\log Z,
+        \qquad x_k \sim Q,
+
+    minimized over :math:`Q` (:func:`~pyrodiv.estimators.renyi_bound`). Its minimizer is that
+    of :math:`D^R_\alpha`, whatever :math:`Z`: :math:`\alpha \to 0` approaches the ELBO,
+    :math:`\alpha = 1/2` is Hellinger's, :math:`\alpha = 2` the :math:`\chi^2` (CUBO) bound. The
+    value is the log of a mean: biased by :math:`O(1/K)`. With :math:`\alpha = 1 - \beta` it is
+    :math:`-1/\beta` times the objective of :class:`pyro.infer.RenyiELBO` of order :math:`\beta`.
+
+    :param float alpha: the order, not 1 (use :class:`ForwardKL` there).
+
+    Example::
+
+        >>> loss = RenyiBound(alpha=0.5, num_particles=64, vectorize_particles=True)
+    """
+
+    instead = "use CrossEntropy or Wasserstein, which need only draws of P"
+
+    def __init__(
+        self,
+        alpha=0.5,
+        num_particles=1,
+        max_plate_nesting=float("inf"),
+        vectorize_particles=False,
+        target="auto",
+        retain_graph=None,
+    ):
+        super().__init__(
+            num_particles, max_plate_nesting, vectorize_particles, target, retain_graph
+        )
+        if not isinstance(alpha, int | float) or alpha == 1.0:
+            raise ValueError(
+                f"RenyiBound: alpha must be a number other than 1 (the inclusive KL: use "
+                f"ForwardKL), got {alpha!r}"
+            )
+        self.alpha = float(alpha)
+        self.divergence = f"Renyi bound (alpha={self.alpha:g})"
+
+    def _estimate(self, model, guide, args, kwargs):
+        lp, lq, score = self.particles(model, guide, args, kwargs)
+        return estimators.renyi_bound(self.alpha, lp, lq, score)
+
+
+class CUBO(RenyiBound):
+    r"""The :math:`\chi` upper bound :math:`\mathrm{CUBO}_n = \frac1n\log\frac1K\sum_k
+    (\tilde p(x_k)/q(x_k))^n \ge \log Z` (Dieng et al. 2017), :math:`x_k\sim Q`, minimized over
+    :math:`Q` (:func:`~pyrodiv.estimators.cubo`). It equals :math:`\frac{n-1}{n} R_n`, so its
+    minimizer is that of the :math:`\chi^n` divergence (:math:`n = 2`: Pearson). Mass-covering;
+    the log of a mean, biased low by :math:`O(1/K)`, and its gradient has high variance when
+    :math:`Q` is narrower than :math:`P`.
+
+    :param float n: the order, greater than 1.
+
+    Example::
+
+        >>> loss = CUBO(n=2, num_particles=64, vectorize_particles=True)
+    """
+
+    def __init__(
+        self,
+        n=2.0,
+        num_particles=1,
+        max_plate_nesting=float("inf"),
+        vectorize_particles=False,
+        target="auto",
+        retain_graph=None,
+    ):
+        if not isinstance(n, int | float) or not n > 1.0:
+            raise ValueError(f"CUBO: n must be a number greater than 1, got {n!r}")
+        super().__init__(
+            n, num_particles, max_plate_nesting, vectorize_particles, target, retain_graph
+        )
+        self.n = float(n)
+        self.divergence = f"CUBO (n={self.n:g})"
+
+    def _estimate(self, model, guide, args, kwargs):
+        value, surrogate = super()._estimate(model, guide, args, kwargs)
+        scale = (self.n - 1.0) / self.n
+        return estimators.Estimate(scale * value, scale * surrogate)
+
+
+class CrossEntropy(_TakesDraws):
     r"""Cross-entropy :math:`H(P, Q) = -\mathbb{E}_P[\log q(x)]`: maximum likelihood on
     :math:`P`'s draws. It differs from :math:`\mathrm{KL}(P\|Q)` by the entropy of :math:`P`,
     so it has the same minimizer and needs no :math:`\log p`.
 
+    The draws come from running the model (a prior target, or a
+    :class:`~pyrodiv.targets.SampleTarget` holding a data set), or from ``draws=`` (e.g. MCMC
+    draws of a posterior). Unbiased.
+
     Example::
 
+        >>> data = pyrodiv.SampleTarget({"x": torch.randn(1000)})
         >>> loss = CrossEntropy(num_particles=128, vectorize_particles=True)
     """
 
     divergence = "cross-entropy"
+    needs = frozenset({"x ~ P"})
+    instead = (
+        "pass draws= (e.g. MCMC draws from pyrodiv.run_nuts), or use ForwardKL, which "
+        "self-normalizes importance weights over Q's particles"
+    )
 
     def _estimate(self, model, guide, args, kwargs):
-        if self.target_kind(model, args, kwargs) != "prior":
-            raise ValueError(
-                "CrossEntropy needs draws x ~ P, which a posterior target cannot give; use "
-                "ForwardKL (self-normalized importance sampling) instead"
-            )
-        _, lq, _ = self.particles(model, guide, args, kwargs, "model_first")
+        order = "draws" if self.draws is not None else "model_first"
+        _, lq, _ = self.particles(model, guide, args, kwargs, order)
         return estimators.cross_entropy(lq)
+
+
+class Wasserstein(_TakesDraws):
+    r"""The Wasserstein distance :math:`W_p(Q, P)` between the guide's and the target's draws
+    of the model's latent sites (flattened and joined into one vector per draw).
+
+    Each step draws :math:`K` = ``num_particles`` values from :math:`Q` (reparameterized: the
+    gradient is pathwise) and :math:`K` from :math:`P`: by running a prior target or a
+    :class:`~pyrodiv.targets.SampleTarget`, or from ``draws=``. A posterior target cannot be
+    sampled, so it needs ``draws=``. The distance between the two samples
+    (:func:`pyrodiv.transport.wasserstein`: sorted draws in 1-D, sliced or Sinkhorn or the exact
+    linear program in several dimensions) is biased upward as an estimate of :math:`W_p(Q, P)`,
+    by :math:`O(K^{-1/2})` in 1-D; use many particles.
+
+    :param p: the order (1: earth mover's distance).
+    :param method: ``"auto"``, ``"exact"``, ``"sliced"`` or ``"sinkhorn"``.
+    :param num_projections: directions of the sliced distance.
+    :param reg: Sinkhorn's entropic regularization, relative to the mean cost.
+    :param draws: draws of :math:`P`'s latent sites.
+
+    Example::
+
+        >>> loss = Wasserstein(num_particles=256, vectorize_particles=True)
+    """
+
+    divergence = "Wasserstein"
+    needs = frozenset({"x ~ P"})
+    instead = (
+        "pass draws= (e.g. MCMC draws from pyrodiv.run_nuts), or use a divergence that "
+        "needs only log p (ReverseKL, ForwardKL, JensenShannon, FDivergence)"
+    )
+
+    def __init__(
+        self,
+        p=1.0,
+        method="auto",
+        num_projections=100,
+        reg=0.05,
+        num_particles=1,
+        max_plate_nesting=float("inf"),
+        vectorize_particles=False,
+        target="auto",
+        retain_graph=None,
+        draws=None,
+    ):
+        super().__init__(
+            num_particles, max_plate_nesting, vectorize_particles, target, retain_graph, draws
+        )
+        if method not in transport.METHODS:
+            raise ValueError(
+                f"Wasserstein: method must be one of {transport.METHODS}, got {method!r}"
+            )
+        if not p >= 1.0:
+            raise ValueError(f"Wasserstein: p must be >= 1, got {p!r}")
+        self.p, self.method, self.num_projections, self.reg = p, method, num_projections, reg
+
+    def _get_trace(self, model, guide, args, kwargs):
+        """One run's draws of the latent sites: ``(x ~ P, x ~ Q)``, each ``(particles, D)``."""
+        dim = self._particle_dim()
+        if self.draws is not None:
+            model = SetDraws(self.draws, self.num_particles if dim else 1, dim)(model)
+        with DetachSamples():
+            model_trace = poutine.trace(model).get_trace(*args, **kwargs)
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        rows = 1 if dim is None else self.num_particles
+        at_p, at_q = [], []
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample" or site["is_observed"]:
+                continue
+            if type(site["fn"]).__name__ == "_Subsample":
+                continue
+            if name not in guide_trace.nodes:
+                raise ValueError(f"Wasserstein: model site {name!r} is not in the guide")
+            q_site = guide_trace.nodes[name]
+            if not (q_site["fn"].has_rsample or type(q_site["fn"]).__name__ == "Delta"):
+                raise ValueError(
+                    f"Wasserstein: guide site {name!r} is not reparameterizable "
+                    f"({type(q_site['fn']).__name__}); the gradient of W_p is pathwise"
+                )
+            at_p.append(site["value"].reshape(rows, -1))
+            at_q.append(q_site["value"].reshape(rows, -1))
+        if not at_p:
+            raise ValueError("Wasserstein: the model has no latent sites")
+        return torch.cat(at_p, -1), torch.cat(at_q, -1)
+
+    def _estimate(self, model, guide, args, kwargs):
+        runs = list(self._get_traces(model, guide, args, kwargs))
+        at_p = torch.cat([r[0] for r in runs])
+        at_q = torch.cat([r[1] for r in runs])
+        value = transport.wasserstein(
+            at_q, at_p, self.p, self.method, self.num_projections, self.reg
+        )
+        return estimators.Estimate(value.detach(), value)
 
 
 #: Loss names understood by :func:`get_loss` besides the generator names of
@@ -358,6 +704,9 @@ LOSSES = {
     "forward_kl": ForwardKL,
     "jensen_shannon": JensenShannon,
     "cross_entropy": CrossEntropy,
+    "renyi": RenyiBound,
+    "cubo": CUBO,
+    "wasserstein": Wasserstein,
 }
 
 

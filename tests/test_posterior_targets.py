@@ -45,7 +45,7 @@ def test_targets_are_detected_and_can_be_overridden():
     assert loss.target_kind(conjugate, (Y,), {}) == "posterior"
     assert loss.target_kind(lambda: pyro.sample("z", dist.Normal(0.0, 1.0)), (), {}) == "prior"
     assert pyrodiv.ForwardKL(target="prior").target_kind(conjugate, (Y,), {}) == "prior"
-    with pytest.raises(ValueError, match="CrossEntropy needs draws x ~ P"):
+    with pytest.raises(ValueError, match="cross-entropy needs x ~ P, which this posterior target"):
         pyrodiv.CrossEntropy().loss(conjugate, AutoNormal(conjugate), Y)
 
 

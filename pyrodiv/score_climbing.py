@@ -1,0 +1,82 @@
+r"""Markovian score climbing: a conditional importance sampling kernel over the guide's draws.
+
+Naesseth, Lindsten and Blei (2020) minimize the inclusive :math:`\mathrm{KL}(P\|Q)` to an
+unnormalized posterior :math:`\tilde p` with a Markov chain whose state :math:`z^\ast` is kept
+between optimizer steps. Each step draws :math:`z_2, \dots, z_K \sim Q`, sets
+:math:`z_1 = z^\ast`, weights every particle by :math:`w_k = \tilde p(z_k) / q(z_k)` under the
+current :math:`Q`, moves the state to :math:`z_J` with :math:`J \sim \mathrm{Categorical}(\bar w)`,
+and follows the Rao-Blackwellized score
+:math:`\hat g = \sum_k \bar w_k \nabla_\theta \log q_\theta(z_k)`. The kernel leaves the posterior
+invariant, so the bias of self-normalized importance sampling at a fixed :math:`K` vanishes as
+the chain mixes, and the iterates converge to a stationary point of the inclusive KL.
+
+:class:`RetainParticle` is the Pyro side: it puts the state into particle 0 of each guide draw
+(every guide sample site, auxiliary ones included, so that autoguides reproduce the same
+latents) and records the draws, from which :func:`select_particle` reads the next state.
+
+Example::
+
+    >>> retain = RetainParticle(state=None, particle_dim=None)
+    >>> with retain:
+    ...     x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    >>> sorted(retain.values)
+    ['x']
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro.poutine.messenger import Messenger
+
+
+class RetainParticle(Messenger):
+    """Replace particle 0 of every latent draw by ``state`` and record the draws.
+
+    :param state: ``{site: value of one particle}`` or ``None`` (nothing to retain yet).
+    :param particle_dim: the vectorized particle plate's dim (negative), or ``None`` when each
+        run is one particle; then ``state`` replaces the whole draw.
+    """
+
+    def __init__(self, state: dict | None, particle_dim: int | None):
+        super().__init__()
+        self.state = state
+        self.particle_dim = particle_dim
+        self.values: dict[str, torch.Tensor] = {}
+        self.axes: dict[str, int | None] = {}
+        self.state_lost = False
+
+    def _pyro_post_sample(self, msg):
+        if msg["is_observed"] or type(msg["fn"]).__name__ == "_Subsample":
+            return
+        name, value = msg["name"], msg["value"].detach()
+        axis = None
+        if self.particle_dim is not None:
+            axis = value.dim() - msg["fn"].event_dim + self.particle_dim
+        kept = None if self.state is None else self.state.get(name)
+        one = value if axis is None else value.select(axis, 0)
+        if kept is not None and kept.shape == one.shape:
+            if axis is not None:
+                rest = value.narrow(axis, 1, value.shape[axis] - 1)
+                kept = torch.cat([kept.unsqueeze(axis), rest], axis)
+            value = msg["value"] = kept
+        elif kept is not None:
+            self.state_lost = True  # the site changed shape (e.g. a new subsample)
+        self.values[name] = value
+        self.axes[name] = axis
+
+
+def select_particle(values: dict, axes: dict, index: int) -> dict:
+    """The draws of particle ``index`` from :attr:`RetainParticle.values` (vectorized runs).
+
+    Example::
+
+        >>> select_particle({"x": torch.arange(3.0)}, {"x": 0}, 2)
+        {'x': tensor(2.)}
+    """
+    return {name: v.select(axes[name], index).clone() for name, v in values.items()}
+
+
+def next_state_index(log_weights: torch.Tensor) -> int:
+    r"""Draw :math:`J \sim \mathrm{Categorical}(\mathrm{softmax}(\log w))`, the new state's
+    particle, from torch's random state."""
+    return int(torch.distributions.Categorical(logits=log_weights.detach()).sample())
