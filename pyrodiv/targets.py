@@ -219,8 +219,8 @@ class SetDraws(Messenger):
         expected = msg["fn"].shape()
         if value.shape != expected:
             raise ValueError(
-                f"draws of site {name!r}: a draw has shape {tuple(site_shape)}, which does not "
-                f"fit the site's shape {tuple(expected)} here"
+                f"draws of site {name!r}: a draw has shape {tuple(site_shape)}, set here as "
+                f"{tuple(value.shape)}, which does not fit the site's shape {tuple(expected)}"
             )
         msg["value"] = value
         msg["done"] = True
