@@ -2,35 +2,20 @@
 
 D_f(P||Q) = E_Q[f(p/q)]: ``pyrodiv.FDivergence(name, **params)``. Fits Q = N(loc, L^2) to the
 bimodal target and prints the fit next to the exact local optimum by quadrature from the same
-start. Mass-covering generators need a start that covers P (``--start-variance 25``): from a
-narrow Q every draw has p/q close to 0 and the estimate cannot see the other mode.
+start (:func:`pyrodiv.demo.fdiv_table.fit_generator`, which the demo's f-divergence table runs
+for every generator). Mass-covering generators need a start that covers P
+(``--start-variance 25``): from a narrow Q every draw has p/q close to 0 and the estimate
+cannot see the other mode.
 
     python examples/deck_fdivergences.py --f squared_hellinger --start-variance 25
     python examples/deck_fdivergences.py --f amari_alpha --alpha 2 --start-variance 25
 """
 
 import argparse
-import math
-
-import pyro
-import pyro.distributions as dist
-import torch
 
 import pyrodiv
-from pyrodiv.quadrature import optimal_normal
-
-
-def model():
-    mix = dist.Categorical(torch.tensor([0.5, 0.5]))
-    comp = dist.Normal(torch.tensor([-7.0, 7.0]), torch.tensor([1.4, 1.4]).sqrt())
-    pyro.sample("x", dist.MixtureSameFamily(mix, comp))
-
-
-def log_p(x):  # float64, for quadrature
-    comp = dist.Normal(
-        torch.tensor([-7.0, 7.0], dtype=x.dtype), torch.tensor([1.4, 1.4], dtype=x.dtype).sqrt()
-    )
-    return torch.logsumexp(comp.log_prob(x.unsqueeze(-1)), -1) - math.log(2)
+from pyrodiv.demo.common import fmt_normal
+from pyrodiv.demo.fdiv_table import fit_generator, spec_label
 
 
 def main(args):
@@ -39,37 +24,34 @@ def main(args):
         params["alpha"] = args.alpha
     if args.f == "t_power":
         params["power"] = args.power
-
-    def guide():
-        loc = pyro.param("loc", torch.tensor(args.start))
-        L = pyro.param("L", torch.tensor(args.start_variance**0.5))
-        pyro.sample("x", dist.Normal(loc, L.abs()))
-
-    pyro.clear_param_store()
-    pyro.set_rng_seed(args.seed)
-    loss = pyrodiv.FDivergence(
+    row = fit_generator(
         args.f,
-        num_particles=args.num_particles,
-        vectorize_particles=True,
-        max_plate_nesting=0,
-        **params,
+        params,
+        (args.start, args.start_variance),
+        steps=args.num_steps,
+        lr=args.learning_rate,
+        particles=args.num_particles,
+        seed=args.seed,
+        quad_n=8001,
     )
-    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": args.learning_rate}), loss=loss)
-    for step in range(1, args.num_steps + 1):
-        value = svi.step()
-        if step % max(1, args.num_steps // 10) == 0:
-            print(f"step {step:5d}  D_f ~ {value:10.4f}  loc {pyro.param('loc').item():7.3f}")
-    loc, var = pyro.param("loc").item(), pyro.param("L").item() ** 2
-    exact = optimal_normal(
-        pyrodiv.get_generator(args.f, **params),
-        log_p,
-        start=(args.start, args.start_variance**0.5),
-        n=8001,
-    )
+    label = spec_label(args.f, params)
+    if row["error"]:
+        print(f"{label}: the fit failed: {row['error']}")
+        return row
+    fitted, exact = row["fitted"], row["exact"]
     print(
-        f"{loss.divergence}: fitted Q = N({loc:.3f}, {var:.3f}); exact local optimum "
-        f"N({exact['loc']:.3f}, {exact['variance']:.3f}), D = {exact['divergence']:.4f}"
+        f"{label}: fitted Q = {fmt_normal(fitted['loc'], fitted['variance'], 3)} (mean of the "
+        f"last quarter), exact D there {row['exact_at_fit']:.4f}"
     )
+    if exact is None:
+        print("no exact optimum: the exact divergence is not finite at the start")
+    else:
+        print(
+            "exact local optimum from the start "
+            f"{fmt_normal(exact['loc'], exact['variance'], 3)}, D = {exact['divergence']:.4f}; "
+            f"reached: {row['reached']}"
+        )
+    return row
 
 
 if __name__ == "__main__":
