@@ -36,7 +36,12 @@ import torch
 from pyrodiv.demo.report import num, table
 from pyrodiv.figures import plot_accuracy_vs_time
 from pyrodiv.zoo import ZOO
-from pyrodiv.zoo_comparison import resolve_model, run_zoo_comparison, summarize_by_method
+from pyrodiv.zoo_comparison import (
+    resolve_model,
+    run_zoo_comparison,
+    summarize_by_method,
+    summary_markdown,
+)
 
 LOSSES = ["reverse_kl", "forward_kl", "jensen_shannon", "squared_hellinger", "pearson"]
 #: The eight models run by default (``--all`` runs all twelve).
@@ -140,32 +145,7 @@ def _markdown(summary, pooled, failures, settings, command, seconds) -> str:
         for r in pooled.itertuples()
     ]
     lines += [table(header, rows), "", "## Per model", ""]
-    header = [
-        "model",
-        "method",
-        "mean err max",
-        "mean err median",
-        "sd ratio",
-        "W1 max",
-        "W1 median",
-        "k-hat",
-        "time (s)",
-    ]
-    rows = [
-        [
-            r.model,
-            r.method,
-            num(r.mean_error_max, 3),
-            num(r.mean_error_median, 3),
-            f"{num(r.sd_ratio_min, 2)} / {num(r.sd_ratio_median, 2)} / {num(r.sd_ratio_max, 2)}",
-            num(r.w1_max, 3),
-            num(r.w1_median, 3),
-            "n/a" if math.isnan(r.khat) else num(r.khat, 2),
-            num(r.wall_time_s, 1),
-        ]
-        for r in summary.itertuples()
-    ]
-    lines += [table(header, rows), ""]
+    lines += [summary_markdown(summary.drop(columns="reference")), ""]
     if failures:
         lines += ["## Failures", ""]
         lines += [f"- {model}, {method}: {error}" for (model, method), error in failures.items()]

@@ -149,13 +149,13 @@ def run_compare_command(args) -> int:
     """
     import torch
 
-    from .demo.report import num, table
     from .zoo_comparison import (
         DEFAULT_LOSSES,
         GUIDES,
         check_loss_names,
         resolve_model,
         run_zoo_comparison,
+        summary_markdown,
     )
 
     try:
@@ -193,22 +193,11 @@ def run_compare_command(args) -> int:
         command=_compare_command(args, entry.name, losses, out),
         **options,
     )
-    rows = [
-        [
-            r.method,
-            num(r.mean_error_max, 3),
-            num(r.sd_ratio_min, 2) + " - " + num(r.sd_ratio_max, 2),
-            num(r.w1_max, 3),
-            "n/a" if r.khat != r.khat else num(r.khat, 2),
-            num(r.wall_time_s, 1),
-        ]
-        for r in result.summary.itertuples()
-    ]
     print(
         f"{entry.name} ({entry.posterior}), reference: {result.reference}; errors in "
-        "reference-sd units, worst scalar variable"
+        "reference-sd units over the scalar variables"
     )
-    print(table(["method", "mean err", "sd ratio", "W1", "k-hat", "time (s)"], rows))
+    print(summary_markdown(result.summary.drop(columns=["model", "reference"])))
     print(
         f"wrote {out}/comparison.md, comparison.csv, summary.csv, the netCDF files"
         + ("" if args.no_figures else " and the figures")

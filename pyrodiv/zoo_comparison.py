@@ -63,6 +63,7 @@ __all__ = [
     "resolve_model",
     "run_zoo_comparison",
     "summarize_by_method",
+    "summary_markdown",
 ]
 
 #: Four divergences with four behaviours: mode-seeking, mass-covering, bounded, power family.
@@ -174,6 +175,41 @@ def summarize_by_method(table: pd.DataFrame) -> pd.DataFrame:
     return summary.reset_index()
 
 
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """A :func:`summarize_by_method` table as Markdown, numbers rounded for reading.
+
+    One row per method (and model, when the table has that column): errors max and median,
+    the sd ratio as min / median / max, W1 max and median, k-hat ("n/a" for MCMC and stored
+    draws) and wall time in seconds.
+
+    Example::
+
+        >>> t = pd.DataFrame({"method": ["a"], "variable": ["x"], "mean_error": [0.1],
+        ...                   "sd_ratio": [0.9], "w1": [0.2], "khat": [0.3],
+        ...                   "wall_time_s": [2.0]})
+        >>> print(summary_markdown(summarize_by_method(t)).splitlines()[2])
+        | a | 1 | 0.100 | 0.100 | 0.90 / 0.90 / 0.90 | 0.200 | 0.200 | 0.30 | 2.0 |
+    """
+    keys = [c for c in ("model", "method", "reference") if c in summary.columns]
+    header = keys + ["vars", "mean err max", "mean err median", "sd ratio", "W1 max"]
+    header += ["W1 median", "k-hat", "time (s)"]
+    rows = [
+        [getattr(r, k) for k in keys]
+        + [
+            r.variables,
+            num(r.mean_error_max, 3),
+            num(r.mean_error_median, 3),
+            f"{num(r.sd_ratio_min, 2)} / {num(r.sd_ratio_median, 2)} / {num(r.sd_ratio_max, 2)}",
+            num(r.w1_max, 3),
+            num(r.w1_median, 3),
+            "n/a" if math.isnan(r.khat) else num(r.khat, 2),
+            num(r.wall_time_s, 1),
+        ]
+        for r in summary.itertuples()
+    ]
+    return table(header, rows)
+
+
 def _make_guide(guide, model) -> Callable:
     if callable(guide) and not isinstance(guide, str):
         return guide(model)
@@ -258,34 +294,8 @@ def _markdown(result: ZooComparison) -> str:
         "unreliable > 0.7; n/a for MCMC) and wall time (fit or sampling).",
         "",
     ]
-    rows = [
-        [
-            r.method,
-            r.reference,
-            r.variables,
-            num(r.mean_error_max, 3),
-            num(r.mean_error_median, 3),
-            f"{num(r.sd_ratio_min, 2)} / {num(r.sd_ratio_median, 2)} / {num(r.sd_ratio_max, 2)}",
-            num(r.w1_max, 3),
-            num(r.w1_median, 3),
-            "n/a" if math.isnan(r.khat) else num(r.khat, 2),
-            num(r.wall_time_s, 1),
-        ]
-        for r in result.summary.itertuples()
-    ]
-    header = [
-        "method",
-        "reference",
-        "vars",
-        "mean err max",
-        "mean err median",
-        "sd ratio",
-        "W1 max",
-        "W1 median",
-        "k-hat",
-        "time (s)",
-    ]
-    lines += [table(header, rows), ""]
+    lines += [summary_markdown(result.summary)]
+
     lines += [f"Failed: **{name}** ({error})." for name, error in result.failures.items()]
     lines += ["", "## Per variable", ""]
     columns = ["method", "variable", "mean", "sd", "mean_error", "sd_ratio", "w1", "khat"]

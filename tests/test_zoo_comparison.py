@@ -5,22 +5,11 @@ import math
 
 import pandas as pd
 import pytest
+from test_zoo import needs_db  # skips when the posteriordb folder is missing
 
 from pyrodiv import arviz_adapter, zoo_comparison
 from pyrodiv.cli import main
-from pyrodiv.zoo import posteriordb_path
 from pyrodiv.zoo_comparison import check_loss_names, resolve_model, run_zoo_comparison
-
-
-def _have_db() -> bool:
-    try:
-        posteriordb_path()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-needs_db = pytest.mark.skipif(not _have_db(), reason="posteriordb folder not found")
 
 TABLE_COLUMNS = [
     "model",
