@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import gc
 import math
 import random
@@ -50,6 +51,16 @@ def setup(seed: int = 0) -> None:
     torch.set_num_threads(1)
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
+
+
+def arguments(doc: str, out_name: str, budget: float) -> argparse.ArgumentParser:
+    """The options every benchmark takes: ``--quick``, ``--budget`` (seconds of interleaved
+    timing per group) and ``--out`` (default ``benchmarks/results/<out_name>``)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
+    parser.add_argument("--budget", type=float, default=budget, help="seconds per group")
+    parser.add_argument("--out", default=str(RESULTS / out_name), help="markdown file")
+    return parser
 
 
 def command_line() -> str:

@@ -28,7 +28,6 @@ Writes ``benchmarks/results/profile.md``::
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import importlib.util
 import pstats
@@ -42,7 +41,7 @@ from pathlib import Path
 import pyro
 import torch
 from common import (
-    RESULTS,
+    arguments,
     interleave,
     make_step,
     markdown_table,
@@ -391,9 +390,7 @@ def part_compare(args) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
-    parser.add_argument("--budget", type=float, default=10.0, help="seconds per timed group")
+    parser = arguments(__doc__, "profile.md", 10.0)
     parser.add_argument("--profile-steps", type=int, default=200)
     parser.add_argument(
         "--compare",
@@ -416,7 +413,6 @@ def main(argv=None):
         choices=["profile", "ablations"],
         help="parts 1 and 2 to run (part 3 runs when --compare is given)",
     )
-    parser.add_argument("--out", default=str(RESULTS / "profile.md"))
     args = parser.parse_args(argv)
     setup(0)
     body = ""

@@ -21,7 +21,6 @@ Writes ``benchmarks/results/scaling.md`` and ``scaling.png``::
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import time
@@ -29,8 +28,8 @@ from pathlib import Path
 
 import torch
 from common import (
-    RESULTS,
     Problem,
+    arguments,
     interleave,
     make_step,
     markdown_table,
@@ -228,10 +227,7 @@ def report(args, particles, sizes, by_particles, by_size, perm):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
-    parser.add_argument("--budget", type=float, default=6.0, help="seconds per group")
-    parser.add_argument("--out", default=str(RESULTS / "scaling.md"))
+    parser = arguments(__doc__, "scaling.md", 6.0)
     args = parser.parse_args(argv)
     setup(0)
     report(args, *run(args))
