@@ -87,7 +87,6 @@ nitpick_ignore_regex = [
 ]
 # Names that their docstrings reference but that autodoc does not document (an instance
 # attribute set in ``__init__``, a module constant without a doc comment).
-nitpick_ignore = [("py:attr", "RetainParticle.values"), ("py:data", "INGREDIENTS")]
 
 html_theme = "sphinx_rtd_theme"
 html_title = f"pyrodiv {release}"

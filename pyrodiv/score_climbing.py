@@ -35,6 +35,9 @@ class RetainParticle(Messenger):
     :param state: ``{site: value of one particle}`` or ``None`` (nothing to retain yet).
     :param particle_dim: the vectorized particle plate's dim (negative), or ``None`` when each
         run is one particle; then ``state`` replaces the whole draw.
+
+    After a run, ``values`` holds every latent draw (detached, state included) and ``axes``
+    each draw's particle axis (``None`` when sequential).
     """
 
     def __init__(self, state: dict | None, particle_dim: int | None):
@@ -66,7 +69,8 @@ class RetainParticle(Messenger):
 
 
 def select_particle(values: dict, axes: dict, index: int) -> dict:
-    """The draws of particle ``index`` from :attr:`RetainParticle.values` (vectorized runs).
+    """The draws of particle ``index`` from the ``values`` a :class:`RetainParticle` recorded
+    (vectorized runs), by the particle ``axes`` it recorded.
 
     Example::
 

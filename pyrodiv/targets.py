@@ -39,7 +39,9 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import get_plates
 
+#: The kinds of target a loss can be given.
 TARGET_KINDS = ("prior", "posterior", "sample")
+#: The four ingredients of the talk's table of methods, in its order.
 INGREDIENTS = ("log p", "x ~ P", "log q", "x ~ Q")
 
 #: The ingredients each kind of target gives by itself (the guide gives ``log q`` and ``x ~ Q``).
