@@ -11,25 +11,33 @@ tensor with the same value whose gradient is the gradient estimator) and ``loss_
 (backward on it, return the float), from one pass over the traces. ``num_particles`` works
 sequentially or, with ``vectorize_particles=True``, under one outer plate.
 
-**Targets.** The model is the target :math:`P`. A model with no observed sites and no
-``pyro.factor`` is a *prior* target: normalized and sampleable, so every divergence is
-estimated without bias. A model with observed sites or factors is a *posterior* target: only
-the unnormalized :math:`\tilde p(x, z)` is known and :math:`P` cannot be sampled, so losses
-that need :math:`x\sim P` or a normalized :math:`\log p` use self-normalized importance sampling
-over :math:`Q`'s particles (biased by :math:`O(1/K)`, consistent). The kind is read from the
-model's trace; pass ``target="prior"`` or ``target="posterior"`` to override it.
+**Targets** (:mod:`pyrodiv.targets`). The model is the target :math:`P`. A model with no
+observed sites and no ``pyro.factor`` is a *prior* target: normalized and sampleable, so every
+divergence is estimated without bias. A model with observed sites or factors is a *posterior*
+target: only the unnormalized :math:`\tilde p(x, z)` is known and :math:`P` cannot be sampled,
+so losses that need :math:`x\sim P` or a normalized :math:`\log p` use self-normalized
+importance sampling over :math:`Q`'s particles (biased by :math:`O(1/K)`, consistent),
+Markovian score climbing (``ForwardKL(estimator="msc")``), or given draws (``draws=``, e.g.
+MCMC draws). A :class:`~pyrodiv.targets.SampleTarget` is a *sample* target: draws of :math:`P`
+and nothing else. The kind is read from the model; ``target=`` overrides it.
 
-What each divergence needs:
+What each divergence needs; a target that cannot give it is refused with a ``ValueError``
+naming the divergence, the missing ingredient and what to use instead:
 
-=====================  =========  =========  =========  =========
-divergence              log p      x ~ P      log q      x ~ Q
-=====================  =========  =========  =========  =========
-cross-entropy                      yes        yes
-forward KL              yes        yes        yes
-reverse KL              yes                   yes        yes
-Jensen-Shannon          yes        yes        yes        yes
-f-divergence            yes                   yes        yes
-=====================  =========  =========  =========  =========
+=====================  =========  =========  =========  =========  ==========================
+divergence              log p      x ~ P      log q      x ~ Q     targets
+=====================  =========  =========  =========  =========  ==========================
+cross-entropy                      yes        yes                  prior, sample, draws
+forward KL              yes        yes        yes                  prior, posterior
+reverse KL              yes                   yes        yes       prior, posterior
+Jensen-Shannon          yes        yes        yes        yes       prior, posterior
+f-divergence            yes                   yes        yes       prior, posterior
+Renyi, CUBO             yes                   yes        yes       prior, posterior
+Wasserstein                        yes                   yes       prior, sample, draws
+=====================  =========  =========  =========  =========  ==========================
+
+(On a posterior target, ``x ~ P`` comes from importance sampling over :math:`Q`'s particles
+for forward KL and Jensen-Shannon, and from ``draws=`` for cross-entropy and Wasserstein.)
 """
 
 from __future__ import annotations
