@@ -6,12 +6,13 @@ of particles and with the data size, on the Bayesian regression (10 features, ``
   :math:`N = 10^3 \dots 10^6`, 16 particles, a fixed subsample :math:`S = 100` and a growing
   one :math:`S = N / 10`. With a fixed subsample the ideal step time does not depend on N.
 
-Each point is the median step time of interleaved rounds (:mod:`common`). On log-log axes the
-least-squares slope :math:`b` of :math:`\log t = a + b \log x` is fitted over the upper half
-of the range (where the fixed overhead no longer dominates), and a segment between two
-neighbouring points is flagged as a *cliff* when its local slope exceeds the ideal one
-(1 for particles and for the growing subsample, 0 for the fixed subsample) by more than 0.25.
-Also timed alone: ``torch.randperm(N)``, which Pyro's subsampling plate draws at each step.
+Each point is the median step time of interleaved rounds (:mod:`common`); every loss at every
+point of a curve is interleaved with all the others, so that load changes do not bend it. On
+log-log axes the least-squares slope :math:`b` of :math:`\log t = a + b \log x` is fitted over
+the upper half of the range (where the fixed overhead no longer dominates), and a segment
+between two neighbouring points is flagged as a *cliff* when its local slope exceeds the ideal
+one (1 for particles and for the growing subsample, 0 for the fixed subsample) by more than
+0.25. Also timed alone: ``torch.randperm(N)``, which Pyro's subsampling plate draws at each step.
 
 Writes ``benchmarks/results/scaling.md`` and ``scaling.png``::
 
@@ -89,13 +90,24 @@ def subsampled_problem(n: int, subsample: int | None) -> Problem:
     return Problem(f"regression N={n}, S={subsample}", model, (X, y))
 
 
-def time_group(problem: Problem, k: int, budget: float, quick: bool) -> dict[str, float]:
-    """Median seconds per step of each loss, interleaved, at ``k`` particles."""
+def time_points(points: dict, budget: float, quick: bool) -> dict:
+    """Median seconds per step of every loss at every point, all interleaved together.
+
+    ``points`` maps a key (a particle count, or (mode, N)) to ``(problem, particles)``.
+    Interleaving every point, not only the losses of one point, lets a change of load hit
+    the whole curve alike, so that the slopes are not bent by it.
+    """
     setup(0)
-    kw = {"num_particles": k, "vectorize_particles": True}
-    steps = {name: make_step(problem, cls(**kw), f"{name}.{k}") for name, cls in LOSSES.items()}
+    steps = {}
+    for key, (problem, k) in points.items():
+        kw = {"num_particles": k, "vectorize_particles": True}
+        for name, cls in LOSSES.items():
+            steps[key, name] = make_step(problem, cls(**kw), f"{name}.{key}")
     timings = interleave(steps, budget_s=budget, min_rounds=3 if quick else 9, warmup=2)
-    return {name: statistics.median(t) for name, t in timings.items()}
+    out = {key: {} for key in points}
+    for (key, name), t in timings.items():
+        out[key][name] = statistics.median(t)
+    return out
 
 
 def randperm_seconds(n: int, repeats: int = 20) -> float:
@@ -111,23 +123,20 @@ def randperm_seconds(n: int, repeats: int = 20) -> float:
 def run(args):
     particles = (1, 16, 256) if args.quick else PARTICLES
     sizes = SIZES[:2] if args.quick else SIZES
-    budget = 0.3 if args.quick else args.budget
-    by_particles = {}
+    budget = 0.5 if args.quick else args.budget
     base = Problem("regression N=1000", regression, regression_data())
-    for k in particles:
-        by_particles[k] = time_group(base, k, budget, args.quick)
-        print(
-            f"K={k:5d}  " + "  ".join(f"{n} {1e3 * t:8.2f} ms" for n, t in by_particles[k].items())
-        )
-    by_size = {"fixed": {}, "growing": {}}
+    by_particles = time_points({k: (base, k) for k in particles}, budget, args.quick)
+    for k, t in by_particles.items():
+        print(f"K={k:5d}  " + "  ".join(f"{n} {1e3 * v:8.2f} ms" for n, v in t.items()))
+    points = {}
     for n in sizes:
         for mode, sub in (("fixed", FIXED_SUBSAMPLE), ("growing", n // 10)):
-            t = time_group(subsampled_problem(n, sub), DATA_PARTICLES, budget, args.quick)
-            by_size[mode][n] = t
-            print(
-                f"N={n:8d} S={sub:6d}  "
-                + "  ".join(f"{a} {1e3 * b:8.2f} ms" for a, b in t.items())
-            )
+            points[mode, n] = (subsampled_problem(n, sub), DATA_PARTICLES)
+    timed = time_points(points, budget, args.quick)
+    by_size = {"fixed": {}, "growing": {}}
+    for (mode, n), t in timed.items():
+        by_size[mode][n] = t
+        print(f"N={n:8d} {mode:8s} " + "  ".join(f"{a} {1e3 * b:8.2f} ms" for a, b in t.items()))
     perm = {n: randperm_seconds(n) for n in sizes}
     return particles, sizes, by_particles, by_size, perm
 
@@ -227,7 +236,7 @@ def report(args, particles, sizes, by_particles, by_size, perm):
 
 
 def main(argv=None):
-    parser = arguments(__doc__, "scaling.md", 6.0)
+    parser = arguments(__doc__, "scaling.md", 90.0)
     args = parser.parse_args(argv)
     setup(0)
     report(args, *run(args))
