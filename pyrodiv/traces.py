@@ -26,10 +26,10 @@ Two orders of execution are offered:
   :math:`x` (:func:`replay_guide_at`), for prior targets.
 
 Both mark the guide sites that are point masses (:func:`point_mass_sites`: ``AutoDelta``, a
-hand-written ``dist.Delta``), and :func:`log_densities` refuses them, and model sites marked
-for enumeration that the guide does not sample (:func:`check_enumeration`), with a
-``ValueError`` naming the site: ``log q`` does not exist at a point mass, and no loss here sums
-out an enumerated site.
+hand-written ``dist.Delta``). :func:`log_densities` refuses those, and model sites marked for
+enumeration that the guide does not sample (:func:`check_enumeration`), with a ``ValueError``
+naming the site: ``log q`` does not exist at a point mass, and no loss here sums out an
+enumerated site.
 """
 
 from __future__ import annotations
@@ -317,23 +317,18 @@ def _is_discrete(site) -> bool:
         return False
 
 
-def _autoguide_sites(guide) -> tuple[set, set] | None:
-    """Model sites covered by the autoguide parts of ``guide``, split into those drawn as point
-    masses (``AutoDelta``) and those with a density; ``None`` when ``guide`` is no autoguide."""
+def _density_sites(guide) -> set | None:
+    """Model sites that the autoguide parts of ``guide`` draw with a density (every autoguide
+    but ``AutoDelta``, also inside an ``AutoGuideList``); ``None`` when ``guide`` is no
+    autoguide."""
     guide = poutine.unwrap(guide)
     if isinstance(guide, AutoGuideList):
-        point, density = set(), set()
-        for part in guide:
-            part_point, part_density = _autoguide_sites(part) or (set(), set())
-            point |= part_point
-            density |= part_density
-        return point, density
+        return set().union(*(_density_sites(part) or set() for part in guide))
     if not isinstance(guide, AutoGuide):
         return None
-    names = set()
-    if getattr(guide, "prototype_trace", None) is not None:
-        names = {name for name, _ in guide.prototype_trace.iter_stochastic_nodes()}
-    return (names, set()) if isinstance(guide, AutoDelta) else (set(), names)
+    if isinstance(guide, AutoDelta) or getattr(guide, "prototype_trace", None) is None:
+        return set()
+    return {name for name, _ in guide.prototype_trace.iter_stochastic_nodes()}
 
 
 def point_mass_sites(guide, guide_trace, model_trace=None) -> list[str]:
@@ -359,7 +354,7 @@ def point_mass_sites(guide, guide_trace, model_trace=None) -> list[str]:
         >>> point_mass_sites(guide, poutine.trace(guide).get_trace())
         ['z']
     """
-    parts = _autoguide_sites(guide)
+    covered = _density_sites(guide)
     has_auxiliary_density = any(
         site["type"] == "sample"
         and site["infer"].get("is_auxiliary")
@@ -375,8 +370,8 @@ def point_mass_sites(guide, guide_trace, model_trace=None) -> list[str]:
                 continue
         if site["infer"].get("is_auxiliary"):
             names.append(name)
-        elif parts is not None:
-            if name not in parts[1]:
+        elif covered is not None:
+            if name not in covered:
                 names.append(name)
         elif not has_auxiliary_density:
             names.append(name)

@@ -15,7 +15,12 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
-from pyro.infer.autoguide import AutoDelta, AutoGuideList, AutoNormal
+from pyro.infer.autoguide import (
+    AutoDelta,
+    AutoGuideList,
+    AutoLaplaceApproximation,
+    AutoNormal,
+)
 from torch.distributions import constraints
 
 import pyrodiv
@@ -307,8 +312,13 @@ def _list_with_autodelta(model):
 @pytest.mark.parametrize("model", [two_site_model, two_site_posterior], ids=["prior", "post"])
 @pytest.mark.parametrize(
     "make_guide,site",
-    [(_autodelta, "a"), (_list_with_autodelta, "b"), (lambda m: delta_guide, "b")],
-    ids=["AutoDelta", "AutoGuideList", "hand-written"],
+    [
+        (_autodelta, "a"),
+        (_list_with_autodelta, "b"),
+        (lambda m: delta_guide, "b"),
+        (AutoLaplaceApproximation, "_AutoLaplaceApproximation_latent"),
+    ],
+    ids=["AutoDelta", "AutoGuideList", "hand-written", "AutoLaplaceApproximation"],
 )
 @pytest.mark.parametrize("vectorize", [False, True])
 def test_point_mass_guides_are_refused_naming_the_site(model, make_guide, site, vectorize):
