@@ -203,7 +203,7 @@ def summary_markdown(summary: pd.DataFrame) -> str:
             num(r.w1_max, 3),
             num(r.w1_median, 3),
             "n/a" if math.isnan(r.khat) else num(r.khat, 2),
-            num(r.wall_time_s, 1),
+            "n/a" if math.isnan(r.wall_time_s) else num(r.wall_time_s, 1),
         ]
         for r in summary.itertuples()
     ]
