@@ -165,7 +165,7 @@ def test_discrete_guide_sites_train_with_the_exact_gradient(name, model_name):
         grads.append(torch.cat([g.reshape(-1) for g in grad]))
     values, grads = torch.tensor(values), torch.stack(grads)
     if "scale" in params:  # the exact gradient is in the constrained scale: chain rule
-        exact_grad[-1] = exact_grad[-1] * float(params["scale"])
+        exact_grad[-1] = exact_grad[-1] * float(params["scale"].detach())
     value_se, grad_se = values.std() / math.sqrt(30), grads.std(0) / math.sqrt(30)
     assert (grad_se > 0).all()  # the estimate is random: the score function is at work
     assert abs(values.mean() - exact_value) < 4 * value_se + 1e-9
