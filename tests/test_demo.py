@@ -288,7 +288,7 @@ def test_mle_equivalences_agree():
 # ---- the command line --------------------------------------------------------------------
 
 
-def test_cli_quick_demo_writes_every_output(tmp_path):
+def test_cli_quick_demo_writes_every_output_and_its_key_numbers(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
@@ -301,6 +301,62 @@ def test_cli_quick_demo_writes_every_output(tmp_path):
     for figure in figures:
         assert figure in report
     assert "N(-7.2829, 3.2358)" in report  # the talk's number beside ours
+    check_key_numbers(results)
+
+
+def check_key_numbers(r):
+    """The key numbers of a quick demo's ``results.json``.
+
+    Exact optima (quadrature) are checked to the accuracy of the quadrature; fitted values to
+    a few times the stationary jitter of Adam at the quick settings (measured: about 0.05 in
+    loc and 5% in variance), far below the distance between competing optima (14 in loc).
+    """
+    n = r["normal"]
+    assert (n["exact"]["loc"], n["exact"]["variance"]) == pytest.approx((-7.3, 3.2), abs=1e-3)
+    assert n["ours"]["loc"] == pytest.approx(-7.3, abs=0.2)
+    assert n["ours"]["variance"] == pytest.approx(3.2, rel=0.15)
+    assert r["mixtures"]["two_even"]["variance"] == pytest.approx(50.4, abs=1e-5)
+
+    runs = r["bimodal"]["runs"]
+    assert runs["forward_kl"]["exact"]["variance"] == pytest.approx(50.4, abs=1e-3)
+    assert runs["forward_kl"]["ours"]["variance"] < 50.4  # still rising when the run stops
+    for name, side in (("reverse_kl_left", -1), ("reverse_kl_right", 1)):
+        assert runs[name]["exact"]["loc"] == pytest.approx(7.0 * side, abs=1e-3)
+        assert runs[name]["exact"]["divergence"] == pytest.approx(math.log(2), abs=1e-4)
+        assert runs[name]["ours"]["loc"] == pytest.approx(7.0 * side, abs=0.15)
+        assert runs[name]["ours"]["variance"] == pytest.approx(1.4, abs=0.3)
+    optima = r["bimodal"]["jsd_optima"]
+    assert optima["mode"]["divergence"] == pytest.approx(0.2158, abs=1e-4)
+    assert optima["broad"]["divergence"] == pytest.approx(0.2940, abs=1e-4)
+    assert optima["broad"]["sd"] == pytest.approx(7.06, abs=0.01)
+    # which optimum JSD reaches: the talk's |L| from N(1, 1) the mode, exp(s) the broad cover
+    assert runs["jsd_right"]["basin"] == "mode"
+    assert runs["jsd_right_exp"]["basin"] == "broad"
+    exp_basin = runs["jsd_right_exp"]["exact_of_fit_basin"]
+    assert exp_basin["divergence"] == pytest.approx(0.2940, abs=1e-4)
+
+    scapes = r["landscapes"]["landscapes"]
+    assert scapes["forward_kl"]["best_exact"]["variance"] == pytest.approx(50.4, abs=1e-2)
+    assert scapes["jsd"]["best_exact"]["divergence"] == pytest.approx(0.2158, abs=1e-4)
+    assert scapes["pearson"]["best_exact"]["variance"] == pytest.approx(51.08, abs=0.05)
+
+    for label, row in r["fdiv_table"]["rows"].items():
+        expected = VERDICTS[row["name"]]
+        if isinstance(expected, dict):
+            expected = expected[next(iter(row["params"].values()))]
+        assert row["verdict"] == expected, label
+
+    assert max(abs(row["z"]) for row in r["reparam"]["rows"]) < 4  # gradients, in s.e.
+    assert r["reparam"]["gumbel_softmax"]["max_abs_error"] < 0.03
+
+    emd = r["emd"]["histograms"]
+    assert emd["value"] == pytest.approx(0.7062374245472838, abs=1e-12)  # the talk's
+    w1 = r["emd"]["w1_fit"]
+    assert w1["optimum"]["loc"] == pytest.approx(0.0, abs=1e-3)
+    assert w1["optimum"]["w1"] == pytest.approx(w1["optimum"]["w1_by_cdfs"], abs=2e-3)
+    assert w1["ours"]["variance"] == pytest.approx(w1["optimum"]["variance"], rel=0.15)
+
+    assert max(c["max_abs_diff"] for c in r["mle"]["cases"].values()) < 1e-3
 
 
 def test_cli_without_a_command_prints_help(capsys):
