@@ -201,9 +201,13 @@ def self_normalized_f_divergence(
         \hat D_f = \frac1K\sum_k f\!\left(\frac{\tilde p(x_k)}{\hat Z\, q(x_k)}\right),\qquad
         \log\hat Z = \log\frac1K\sum_j \frac{\tilde p(x_j)}{q(x_j)}.
 
-    Consistent, with an :math:`O(1/K)` bias from the shared :math:`\hat Z`; the gradient flows
-    through :math:`\hat Z` too. Invariant to the scale of :math:`\tilde p`, so log-weights of
-    any magnitude are safe.
+    Consistent, with an :math:`O(1/K)` bias from the shared :math:`\hat Z`. The gradient flows
+    through :math:`\hat Z` along reparameterized draws only: at sites trained by the score
+    function (``score``) the value of :math:`\log\hat Z` is kept but its gradient at fixed
+    draws is removed, since the per-particle score term cannot see that every value depends on
+    every draw through :math:`\hat Z` (keeping it gives an inconsistent gradient,
+    :math:`-\mathbb{E}_P[\nabla\log q]` off at :math:`K\to\infty`). Invariant to the scale of
+    :math:`\tilde p`, so log-weights of any magnitude are safe.
 
     Example::
 
@@ -213,7 +217,10 @@ def self_normalized_f_divergence(
         0.0
     """
     logu = log_p - log_q
-    values = f(logu - log_mean_exp(logu))
+    logu_for_z = logu
+    if score is not None and score.requires_grad:
+        logu_for_z = logu + (score - score.detach())
+    values = f(logu - log_mean_exp(logu_for_z))
     return _estimate(values.mean(), mean_under_q(values, score))
 
 

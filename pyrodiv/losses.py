@@ -199,7 +199,12 @@ class DivergenceLoss(ELBO):
         optimizer step is taken with NaN gradients.
         """
         self.check_target(model, args, kwargs)
-        est = self._estimate(model, guide, args, kwargs)
+        try:
+            est = self._estimate(model, guide, args, kwargs)
+        except ValueError as error:
+            if str(error).startswith(f"{self.divergence}:"):
+                raise
+            raise ValueError(f"{self.divergence}: {error}") from error
         if not torch.isfinite(est.value):
             raise ValueError(
                 f"{self.divergence}: the estimate is {float(est.value)}; at some particle the "

@@ -130,23 +130,10 @@ def _exact(name, tables, params):
     return float(value.detach()), torch.cat([g.reshape(-1) for g in grads])
 
 
-#: Non-power f-divergences on a posterior target keep the gradient of log Z-hat at fixed draws
-#: of score-function sites, which the per-particle score term does not offset: their gradient
-#: is off by O(1) at any K. The fix is in pyrodiv/estimators.py (self_normalized_f_divergence:
-#: remove the score sites' gradient from log Z-hat), which this file does not own.
-_SELF_NORMALIZED_SCORE = pytest.mark.xfail(
-    strict=True,
-    reason="self_normalized_f_divergence differentiates log Z-hat at fixed discrete draws",
-)
-
-
 @pytest.mark.parametrize("model_name", list(PRIORS))
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(name, marks=_SELF_NORMALIZED_SCORE) if power is None else name
-        for name, (_, power) in LOSSES.items()
-    ],
+    list(LOSSES),
 )
 def test_discrete_guide_sites_train_with_the_exact_gradient(name, model_name):
     model, guide, tables = make_program(model_name)
