@@ -59,7 +59,6 @@ from .traces import (
     model_first,
     stack_particles,
 )
-from .traces import _finish as finish_traces
 
 TARGET_KINDS = ("auto", "prior", "posterior", "sample")
 
@@ -377,18 +376,11 @@ class ForwardKL(_TakesDraws):
             guide = self._vectorized_num_particles(guide)
         runs, parts = [], []
         for k in range(1 if dim is not None else self.num_particles):
-            retain = RetainParticle(self._state if k == 0 else None, dim)
-            with DetachSamples(), retain:  # outside the trace, which records their values
-                guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-                *args, **kwargs
+            runs.append(RetainParticle(self._state if k == 0 else None, dim))
+            traces = guide_first(
+                model, guide, args, kwargs, self.max_plate_nesting, outer=runs[-1]
             )
-            parts.append(
-                log_densities(
-                    *finish_traces(model_trace, guide_trace, self.max_plate_nesting), dim
-                )
-            )
-            runs.append(retain)
+            parts.append(log_densities(*traces, dim))
         lp, lq, _ = stack_particles(parts)
         j = next_state_index(lp - lq)
         if dim is None:

@@ -190,18 +190,22 @@ def log_densities(model_trace, guide_trace, particle_dim: int | None) -> LogDens
     return LogDensities(log_p.expand(shape), log_q.expand(shape), score)
 
 
-def guide_first(model, guide, args, kwargs, max_plate_nesting, detach: bool = False):
+def guide_first(model, guide, args, kwargs, max_plate_nesting, detach: bool = False, outer=None):
     r"""Draw :math:`x \sim Q` from the guide and replay the model at :math:`x`.
 
     Returns ``(model_trace, guide_trace)`` with ``log_prob`` computed on both and
     ``score_parts`` on the guide. With ``detach=True`` the guide's draws carry no gradient.
+    ``outer`` is a handler entered around the guide's run, outside its trace (inside the
+    detaching), so that the values it sets are the ones recorded.
     """
+    if outer is not None:
+        detach = True
     if not detach:
         model_trace, guide_trace = get_importance_trace(
             "flat", max_plate_nesting, model, guide, args, kwargs
         )
         return model_trace, mark_point_masses(guide, guide_trace, model_trace)
-    with DetachSamples():
+    with DetachSamples(), outer or poutine.messenger.Messenger():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
         *args, **kwargs
