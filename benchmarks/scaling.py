@@ -156,7 +156,7 @@ def analyse(xs, series: dict[int, dict[str, float]], ideal: float):
     return rows
 
 
-def plot(path: Path, particles, sizes, by_particles, by_size):
+def plot(path: Path, particles, sizes, by_particles, by_size, perm):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,6 +180,9 @@ def plot(path: Path, particles, sizes, by_particles, by_size):
                 color=colors[name],
                 label=f"{name}, {mode} subsample",
             )
+    right.plot(
+        sizes, [1e3 * perm[n] for n in sizes], ":", color="gray", label="torch.randperm(N) alone"
+    )
     left.set(
         xscale="log",
         yscale="log",
@@ -206,7 +209,7 @@ def plot(path: Path, particles, sizes, by_particles, by_size):
 def report(args, particles, sizes, by_particles, by_size, perm):
     out = Path(args.out)
     png = out.with_suffix(".png")
-    plot(png, particles, sizes, by_particles, by_size)
+    plot(png, particles, sizes, by_particles, by_size, perm)
     head = ["loss"] + [f"ms, K={k}" for k in particles] + ["slope (upper half)", "cliffs"]
     sections = [
         "Median ms per SVI step (interleaved), regression with 10 features and an `AutoNormal` "
