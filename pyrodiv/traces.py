@@ -205,11 +205,16 @@ def guide_first(model, guide, args, kwargs, max_plate_nesting, detach: bool = Fa
             "flat", max_plate_nesting, model, guide, args, kwargs
         )
         return model_trace, mark_point_masses(guide, guide_trace, model_trace)
-    with DetachSamples(), outer or poutine.messenger.Messenger():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-        *args, **kwargs
-    )
+    if is_guide_messenger(guide):  # it runs the model itself and records both traces
+        with DetachSamples(), outer or Messenger():
+            guide(*args, **kwargs)
+        model_trace, guide_trace = poutine.unwrap(guide).get_traces()
+    else:
+        with DetachSamples(), outer or Messenger():
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
     model_trace, guide_trace = _finish(model_trace, guide_trace, max_plate_nesting)
     return model_trace, mark_point_masses(guide, guide_trace, model_trace)
 
@@ -237,6 +242,34 @@ def _finish(model_trace, guide_trace, max_plate_nesting):
     return model_trace, guide_trace
 
 
+def is_guide_messenger(guide) -> bool:
+    """Whether ``guide`` is a :class:`pyro.poutine.guide.GuideMessenger` (``AutoNormalMessenger``
+    and the other ``AutoMessenger`` guides), which runs the model inside itself."""
+    return isinstance(poutine.unwrap(guide), Messenger)
+
+
+class SetValues(Messenger):
+    """Set the values of latent sites as they are drawn, keeping everything else of the site
+    (its distribution and ``infer`` flags), unlike ``poutine.replay``.
+
+    Example::
+
+        >>> with SetValues({"z": torch.tensor(2.0)}):
+        ...     z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        >>> float(z)
+        2.0
+    """
+
+    def __init__(self, values: dict):
+        super().__init__()
+        self.values = values
+
+    def _pyro_sample(self, msg):
+        if msg["name"] in self.values and not msg["is_observed"]:
+            msg["value"] = self.values[msg["name"]]
+            msg["done"] = True
+
+
 def replay_guide_at(guide, model_trace, args, kwargs):
     r"""Run the guide with its latent sites fixed to the values in ``model_trace``.
 
@@ -248,6 +281,15 @@ def replay_guide_at(guide, model_trace, args, kwargs):
     :math:`\log q(x) = \log q_u(u) - \log|\det J_T(u)|`. The returned trace has no gradient
     through :math:`x`.
     """
+    if is_guide_messenger(guide):  # an AutoMessenger: fix its sites' values as they are drawn
+        latents = {
+            name: site["value"]
+            for name, site in model_trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"]
+        }
+        with DetachSamples(), SetValues(latents):
+            guide(*args, **kwargs)
+        return poutine.unwrap(guide).get_traces()[1]
     auxiliary, covered = auxiliary_values(guide, model_trace)
     replay_trace = model_trace.copy()
     for name in covered:  # the guide recomputes these from their auxiliary latents
