@@ -10,11 +10,12 @@ of each fitted guide and the wall time (SVI fit or NUTS sampling, one torch thre
 
 Writes ``posteriordb.md`` (the command to regenerate it at the top), ``posteriordb.csv`` (one
 row per model and method), ``posteriordb_variables.csv`` (one row per scalar variable) and
-``posteriordb_accuracy.png`` (worst-variable W1 against wall time, one panel per model) to
-``--out``, and prints the tables::
+``posteriordb_accuracy.png`` (worst-variable W1 against wall time, one panel per model) and
+``posteriordb_failures.csv`` to ``--out``, and prints the tables. ``--append`` keeps the rows of
+the other models already there (results are written after each model)::
 
     python benchmarks/posteriordb.py [--models eight_schools,kidiq] [--quick] [--all]
-        [--out benchmarks/results] [--posteriordb PATH]
+        [--append] [--out benchmarks/results] [--posteriordb PATH]
 
 Wall times come from one process on a shared machine and are not interleaved; read them as
 orders of magnitude.
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import math
 import shlex
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -43,6 +43,7 @@ from pyrodiv.zoo_comparison import (
     summary_markdown,
 )
 
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 LOSSES = ["reverse_kl", "forward_kl", "jensen_shannon", "squared_hellinger", "pearson"]
 #: The eight models run by default (``--all`` runs all twelve).
 REQUIRED = [
@@ -73,11 +74,6 @@ QUICK = {
 }
 
 
-def command_line() -> str:
-    """The command that was run, for the top of the results file."""
-    return " ".join(["python"] + [shlex.quote(a) for a in sys.argv])
-
-
 def _model_names(args) -> list[str]:
     if args.all:
         return list(ZOO)
@@ -105,7 +101,7 @@ def _pooled(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _markdown(summary, pooled, failures, settings, command, seconds) -> str:
+def _markdown(summary, pooled, failures, settings, command) -> str:
     lines = [
         "# Divergences and NUTS against posteriordb reference draws",
         "",
@@ -115,8 +111,8 @@ def _markdown(summary, pooled, failures, settings, command, seconds) -> str:
         f"vectorized particles, Adam lr 0.05 decayed by 0.02 over the run (ClippedAdam), "
         f"{settings['num_draws']} guide draws; NUTS {settings['nuts_chains']} chain of "
         f"{settings['nuts_warmup']} warmup + {settings['nuts_draws']} draws; seed 0, float64, "
-        f"one torch thread. Reference: posteriordb (10 chains thinned to 4000 draws). Total "
-        f"{seconds / 60:.1f} min.",
+        f"one torch thread. Reference: posteriordb (10 chains thinned to 4000 draws). Sum of "
+        f"the wall times below: {summary['wall_time_s'].sum() / 60:.1f} min.",
         "",
         "Columns: errors in reference-sd units over the scalar variables of each model "
         "(`mean err` = |mean - ref mean| / ref sd, W1 = Wasserstein-1 / ref sd; max and "
@@ -154,15 +150,38 @@ def _markdown(summary, pooled, failures, settings, command, seconds) -> str:
     return "\n".join(lines)
 
 
+def _command(models: list[str], args) -> str:
+    """The command that regenerates every row of the results (the runs are seeded)."""
+    parts = ["python benchmarks/posteriordb.py", "--models", ",".join(models)]
+    parts += ["--quick"] if args.quick else []
+    if Path(args.out).resolve() != DEFAULT_OUT:
+        parts += ["--out", shlex.quote(str(args.out))]
+    return " ".join(parts)
+
+
+def _previous(out: Path, models: list[str]) -> tuple[list[pd.DataFrame], dict]:
+    """Rows of earlier runs in ``out`` for the models not run now (``--append``)."""
+    tables, failures = [], {}
+    path = out / "posteriordb_variables.csv"
+    if path.is_file():
+        table = pd.read_csv(path)
+        tables.append(table[~table["model"].isin(models)])
+    path = out / "posteriordb_failures.csv"
+    if path.is_file():
+        for row in pd.read_csv(path).itertuples():
+            if row.model not in models:
+                failures[(row.model, row.method)] = row.error
+    return tables, failures
+
+
 def main(args) -> None:
     torch.set_num_threads(1)
     settings = QUICK if args.quick else FULL
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = command_line()
-    tables, failures = [], {}
-    start = time.perf_counter()
-    for model in _model_names(args):
+    models = _model_names(args)
+    tables, failures = _previous(out, models) if args.append else ([], {})
+    for model in models:
         began = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
@@ -186,11 +205,14 @@ def main(args) -> None:
         # Write after every model, so that a long run leaves its results so far.
         variables = pd.concat(tables, ignore_index=True)
         summary = summarize_by_method(variables)
-        pooled = _pooled(summary)
         variables.to_csv(out / "posteriordb_variables.csv", index=False)
         summary.to_csv(out / "posteriordb.csv", index=False)
-        seconds = time.perf_counter() - start
-        text = _markdown(summary, pooled, failures, settings, command, seconds)
+        rows = [{"model": m, "method": k, "error": e} for (m, k), e in failures.items()]
+        pd.DataFrame(rows, columns=["model", "method", "error"]).to_csv(
+            out / "posteriordb_failures.csv", index=False
+        )
+        command = _command(list(dict.fromkeys(summary["model"])), args)
+        text = _markdown(summary, _pooled(summary), failures, settings, command)
         (out / "posteriordb.md").write_text(text)
         plot_accuracy_vs_time(
             summary,
@@ -209,8 +231,11 @@ if __name__ == "__main__":
     parser.add_argument("--models", default="", help="comma-separated zoo names")
     parser.add_argument("--all", action="store_true", help="all twelve zoo models")
     parser.add_argument("--quick", action="store_true", help="few steps and draws")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="output folder")
     parser.add_argument(
-        "--out", default=str(Path(__file__).resolve().parent / "results"), help="output folder"
+        "--append",
+        action="store_true",
+        help="keep the rows of other models already in the output folder",
     )
     parser.add_argument(
         "--posteriordb", default=None, help="posteriordb folder (default: $PYRODIV_POSTERIORDB)"
