@@ -308,7 +308,7 @@ class ForwardKL(_TakesDraws):
       (:mod:`pyrodiv.score_climbing`): one particle is a Markov chain state kept between
       steps, so the bias of the fixed-:math:`K` estimate vanishes over iterations. The state
       is reset by :meth:`reset_state`.
-    * **Given draws** (``draws={site: tensor (N, *shape)}``, e.g. MCMC draws from
+    * **Given draws** (``draws={site: tensor (N, *shape)}``, or the InferenceData of
       :func:`pyrodiv.run_nuts`): each particle is one draw of :math:`P`; the gradient is
       unbiased, and the value is the cross-entropy :math:`-\frac1K\sum_k \log q(x_k)`, which
       differs from the KL by :math:`P`'s entropy (unknown on a posterior).
@@ -625,7 +625,7 @@ class Wasserstein(_TakesDraws):
     :param method: ``"auto"``, ``"exact"``, ``"sliced"`` or ``"sinkhorn"``.
     :param num_projections: directions of the sliced distance.
     :param reg: Sinkhorn's entropic regularization, relative to the mean cost.
-    :param draws: draws of :math:`P`'s latent sites.
+    :param draws: draws of :math:`P`'s latent sites (a dict of tensors, or an InferenceData).
 
     Example::
 

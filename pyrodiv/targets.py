@@ -96,8 +96,29 @@ def require(divergence: str, needs, kind: str, has_draws: bool = False, instead:
         )
 
 
+def posterior_draws(idata) -> dict[str, torch.Tensor]:
+    """``{variable: tensor (chains * draws, *shape)}`` from the ``posterior`` group of an
+    ``arviz.InferenceData`` (e.g. from :func:`pyrodiv.run_nuts`), chains joined.
+
+    Example::
+
+        >>> idata = pyrodiv.run_nuts(model, y, num_samples=500)  # doctest: +SKIP
+        >>> loss = pyrodiv.ForwardKL(num_particles=64, draws=posterior_draws(idata))
+    """
+    from . import arviz_adapter
+
+    draws = {}
+    for name in arviz_adapter.var_names(idata):
+        value = arviz_adapter.get_draws(idata, name)
+        draws[name] = value.reshape((-1,) + tuple(value.shape[2:]))
+    return draws
+
+
 def _check_draws(draws) -> dict[str, torch.Tensor]:
-    """Validate ``{site: tensor of shape (num_draws, *site_shape)}``."""
+    """Validate ``{site: tensor of shape (num_draws, *site_shape)}``; an InferenceData gives
+    its posterior group (:func:`posterior_draws`)."""
+    if hasattr(draws, "posterior") and not isinstance(draws, dict):
+        draws = posterior_draws(draws)
     if not isinstance(draws, Mapping) or not draws:
         raise TypeError(
             "draws must be a non-empty dict {site name: tensor of shape (num_draws, ...)}, "
@@ -179,7 +200,8 @@ class SetDraws(Messenger):
     ``(K, 1, ..., 1, *site_shape)``. The site stays a latent (unobserved) site, so the guide
     can be replayed at it.
 
-    :param draws: ``{site name: tensor of shape (num_draws, *site_shape)}``.
+    :param draws: ``{site name: tensor of shape (num_draws, *site_shape)}``, or an
+        ``arviz.InferenceData`` whose posterior group holds them.
     :param int num_particles: draws per run (the particle plate's size), or 1.
     :param particle_dim: the particle plate's dim (negative), or ``None`` when sequential.
 

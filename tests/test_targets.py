@@ -173,3 +173,13 @@ def test_autoguides_are_set_up_before_they_are_evaluated_at_the_targets_draws():
         SAMPLE_TARGET, auto
     )
     assert torch.isfinite(torch.tensor(value))
+
+
+def test_an_inference_data_gives_its_posterior_draws():
+    from pyrodiv import arviz_adapter
+
+    chains = torch.linspace(-1.0, 1.0, 2 * 50).reshape(2, 50)
+    idata = arviz_adapter.to_inference_data({"z": chains})
+    loss = pyrodiv.ForwardKL(num_particles=K, draws=idata)
+    assert loss.draws["z"].shape == (100,)
+    assert torch.equal(loss.draws["z"], chains.reshape(-1))
