@@ -94,7 +94,10 @@ def _pooled(summary: pd.DataFrame) -> pd.DataFrame:
                 "mean_error_max_median": group["mean_error_max"].median(),
                 "w1_max_median": group["w1_max"].median(),
                 "sd_ratio_median": group["sd_ratio_median"].median(),
-                "khat_usable": int((khat < 0.7).sum()) if khat.notna().any() else math.nan,
+                # -inf (equal weights) here means a guide collapsed to a point: not usable.
+                "khat_usable": int(((khat > -math.inf) & (khat < 0.7)).sum())
+                if khat.notna().any()
+                else math.nan,
                 "wall_time_s_median": group["wall_time_s"].median(),
             }
         )
@@ -122,7 +125,13 @@ def _markdown(summary, pooled, failures, settings, command) -> str:
         "",
         "Badly conditioned posteriors (kidiq: mom_iq near 100; earnings: height near 66) need "
         "the learning-rate decay: the late steps must be well under the posterior sd, and the "
-        "optimizer and its init matter as much as the divergence.",
+        "optimizer and its init matter as much as the divergence. With the settings here the "
+        "intercept of kidiq is not reached in 2000 steps by any loss (a mean error of several "
+        "reference sds is the optimizer, not the divergence).",
+        "",
+        "A k-hat of -inf means equal importance weights: with an sd ratio of 0 it is a guide "
+        "collapsed to a point, not an exact one; it is not counted as usable below. A loss that "
+        "raised (parameters became nan) is listed under Failures and has no row.",
         "",
         "## Pooled over models (medians of the per-model numbers)",
         "",
