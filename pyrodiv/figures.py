@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
 from scipy.stats import gaussian_kde
 
 from . import arviz_adapter
@@ -475,6 +476,7 @@ def plot_accuracy_vs_time(
                 )
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # crowded "3x10^1" labels otherwise
         ax.set_xlabel("wall time (s)")
         ax.set_ylabel(error)
         ax.grid(True, which="major", alpha=0.3)
