@@ -39,10 +39,8 @@ import warnings
 from pathlib import Path
 
 import pyro
-import pyro.distributions as dist
 import torch
 from common import (
-    Problem,
     arguments,
     interleave,
     make_step,
@@ -266,39 +264,7 @@ def part_ablations(args) -> str:
         "[95% interval])\n\n" + markdown_table(["target", "loss", "ms", "x Trace_ELBO"], rows)
     )
     sections.append("### torch.compile of the pure-torch floor (regression)\n\n" + _compile(args))
-    sections.append(
-        "### How the model computes its linear predictor (regression, Trace_ELBO)\n\n"
-        + _formulation(args)
-    )
     return "\n\n".join(sections)
-
-
-def regression_einsum(X, y=None):
-    r""":func:`common.regression` with :math:`X\beta` as ``torch.einsum("nd,...d->...n")``,
-    which hands the particle batch to a matrix product instead of materializing the
-    (K, N, D) product of ``(X * beta).sum(-1)``."""
-    beta = pyro.sample("beta", dist.Normal(X.new_zeros(X.shape[-1]), 1.0).to_event(1))
-    sigma = pyro.sample("sigma", dist.HalfNormal(X.new_tensor(1.0)))
-    with pyro.plate("data", X.shape[0]):
-        pyro.sample("y", dist.Normal(torch.einsum("nd,...d->...n", X, beta), sigma), obs=y)
-
-
-def _formulation(args) -> str:
-    budget = 0.3 if args.quick else args.budget
-    base = problems(("regression",))["regression"]
-    einsum = Problem("regression, einsum", regression_einsum, base.args)
-    rows = []
-    for k in (64,) if args.quick else (64, 1024):
-        setup(0)
-        kw = {"num_particles": k, "vectorize_particles": True}
-        steps = {
-            "(X * beta).sum(-1)": make_step(base, Trace_ELBO(**kw), "sum"),
-            "einsum": make_step(einsum, Trace_ELBO(**kw), "einsum"),
-        }
-        t = interleave(steps, budget_s=budget, min_rounds=3 if args.quick else 15)
-        ratio = ratio_summary(t, "einsum", "(X * beta).sum(-1)")
-        rows.append([k, ms(t["(X * beta).sum(-1)"]), ms(t["einsum"]), str(ratio)])
-    return markdown_table(["K", "(X * beta).sum(-1) ms", "einsum ms", "einsum / sum"], rows)
 
 
 def _compile(args) -> str:
@@ -356,7 +322,7 @@ def part_compare(args) -> str:
     probs = problems()
     groups = [("bimodal", 1), ("eight_schools", 1), ("regression", 64)]
     if not args.quick:
-        groups += [("eight_schools", 64), ("regression", 1024)]
+        groups += [("regression", 1024)]
     comparisons = [(c, False) for c in args.compare or []]
     comparisons += [(c, True) for c in args.compare_jit or []]
     head = [
