@@ -19,7 +19,8 @@ Three parts, each interleaved in one process with one torch thread (:mod:`common
    example the current one and one with a proposed patch applied), loaded side by side under
    different names and timed interleaved; ratio = after / before, median of paired ratios.
 
-Writes ``benchmarks/results/profile.md``::
+Writes ``benchmarks/results/profile.md``, keeping the hand-written ``## Findings`` section of an
+earlier file as it is::
 
     python benchmarks/profile_losses.py                 # parts 1 and 2, a few minutes
     python benchmarks/profile_losses.py --quick         # seconds-long smoke run
@@ -68,10 +69,24 @@ LOSSES = {
 }
 BASE = "Trace_ELBO"
 
-FINDINGS = """## Findings
+FINDINGS_HEADING = "## Findings"
+FINDINGS = f"""{FINDINGS_HEADING}
 
-(To be read with the tables above.)
+(Write the reading of the tables here; a re-run keeps this section as it is.)
 """
+
+
+def kept_findings(path: str | Path) -> str:
+    """The findings section of an earlier results file (hand-written, kept across re-runs),
+    or the placeholder :data:`FINDINGS`."""
+    path = Path(path)
+    if path.exists():
+        text = path.read_text()
+        at = text.find("\n" + FINDINGS_HEADING + "\n")
+        if at >= 0:
+            return text[at + 1 :].rstrip() + "\n"
+    return FINDINGS
+
 
 # ---- part 1: cProfile breakdown ------------------------------------------------------------
 
@@ -422,7 +437,7 @@ def main(argv=None):
         body += "\n\n## Ablations\n\n" + part_ablations(args)
     if args.compare or args.compare_jit:
         body += "\n\n## Before / after\n\n" + part_compare(args)
-    body += "\n\n" + FINDINGS
+    body += "\n\n" + kept_findings(args.out)
     path = _write(args.out, "Profile of the losses", body)
     print(f"wrote {path}")
 
