@@ -123,6 +123,7 @@ class Problem:
     guide: Callable[[str], Callable] | None = None
 
     def call_kwargs(self) -> dict:
+        """The keyword arguments of the model (an empty dict for none)."""
         return self.kwargs or {}
 
 
@@ -240,6 +241,15 @@ def ms(values: list[float]) -> str:
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    """A markdown table.
+
+    Example::
+
+        >>> print(markdown_table(["a", "b"], [[1, 2]]))
+        | a | b |
+        |---|---|
+        | 1 | 2 |
+    """
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)

@@ -82,6 +82,7 @@ def cliffs(xs, ts, ideal: float) -> list[str]:
 
 
 def subsampled_problem(n: int, subsample: int | None) -> Problem:
+    """The regression on ``n`` rows, its plate drawing ``subsample`` rows per step."""
     X, y = regression_data(n)
 
     def model(X, y):
@@ -121,6 +122,7 @@ def randperm_seconds(n: int, repeats: int = 20) -> float:
 
 
 def run(args):
+    """Time the particle curve and the two data-size curves; time ``torch.randperm``."""
     particles = (1, 16, 256) if args.quick else PARTICLES
     sizes = SIZES[:2] if args.quick else SIZES
     budget = 0.5 if args.quick else args.budget
@@ -142,6 +144,7 @@ def run(args):
 
 
 def analyse(xs, series: dict[int, dict[str, float]], ideal: float):
+    """Table rows per loss: ms at each point, the upper-half slope and the cliffs."""
     rows = []
     upper = xs[len(xs) // 2 :] if len(xs) > 2 else xs
     for name in LOSSES:
@@ -157,6 +160,7 @@ def analyse(xs, series: dict[int, dict[str, float]], ideal: float):
 
 
 def plot(path: Path, particles, sizes, by_particles, by_size, perm):
+    """Both curves on log-log axes, written to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,6 +211,7 @@ def plot(path: Path, particles, sizes, by_particles, by_size, perm):
 
 
 def report(args, particles, sizes, by_particles, by_size, perm):
+    """Print the tables and write them with the figure."""
     out = Path(args.out)
     png = out.with_suffix(".png")
     plot(png, particles, sizes, by_particles, by_size, perm)

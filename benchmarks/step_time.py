@@ -1,7 +1,8 @@
 r"""SVI step time of each pyrodiv loss against Pyro's own losses, interleaved in one process.
 
-One step is ``loss_and_grads`` plus an Adam step, with an ``AutoNormal`` guide and vectorized
-particles (1, 64 and 1024), on three targets:
+One step is ``loss_and_grads`` plus an Adam step, with vectorized particles (1, 64 and 1024)
+and an ``AutoNormal`` guide (a learnable Normal on the bimodal target, whose mixture support
+``AutoNormal`` cannot transform), on three targets:
 
 * ``bimodal``: the talk's prior target, :math:`\tfrac12 N(-7, 1.4) + \tfrac12 N(7, 1.4)`, a
   ``MixtureSameFamily`` site (so ``CrossEntropy`` applies);
@@ -15,7 +16,10 @@ log-densities, ``torch.optim.Adam``): the floor with no Pyro overhead. Its value
 against ``Trace_ELBO`` at the same guide parameters before timing.
 
 Ratios are medians of per-round paired ratios, with a distribution-free 95% interval
-(:mod:`common`). Writes ``benchmarks/results/step_time.md``::
+(:mod:`common`). Each group also times a second, independent ``Trace_ELBO`` (an A/A control):
+its ratio, ideally 1, shows how far the load of the machine moved that group.
+
+Writes ``benchmarks/results/step_time.md``::
 
     python benchmarks/step_time.py            # full run, a few minutes
     python benchmarks/step_time.py --quick    # seconds-long smoke run
@@ -126,6 +130,7 @@ class TorchFloor:
         return log_q - log_prior - log_lik
 
     def step(self) -> float:
+        """One Adam step on the mean of :meth:`particle_losses`; returns the loss."""
         self.optim.zero_grad()
         loss = self.particle_losses().mean()
         loss.backward()
@@ -170,6 +175,7 @@ def check_floor(num_particles: int = 4096) -> str:
 
 
 def run(args):
+    """Check the floor, then time every loss on every target and particle count."""
     setup(0)
     check = check_floor(512 if args.quick else 4096)
     print(check)
@@ -241,6 +247,7 @@ def goals(results, particles) -> tuple[str, list[list[object]]]:
 
 
 def report(check, results, particles, out):
+    """Print the tables and write them, with the goals, to ``out``."""
     sections = [
         "One SVI step = `loss_and_grads` + Adam step, vectorized particles K, an `AutoNormal` "
         "guide (a learnable Normal on the bimodal target). Cells: median ms per step; "
