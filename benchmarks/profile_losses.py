@@ -407,20 +407,13 @@ def part_compare(args) -> str:
 def main(argv=None):
     parser = arguments(__doc__, "profile.md", 10.0)
     parser.add_argument("--profile-steps", type=int, default=200)
-    parser.add_argument(
-        "--compare",
-        nargs=3,
-        action="append",
-        metavar=("LABEL", "BEFORE", "AFTER"),
-        help="folders holding a pyrodiv package each; repeatable",
-    )
-    parser.add_argument(
-        "--compare-jit",
-        nargs=3,
-        action="append",
-        metavar=("LABEL", "BEFORE", "AFTER"),
-        help="as --compare, with AFTER's losses compiled by its pyrodiv.jit.jit",
-    )
+    for flag, what in (
+        ("--compare", "folders holding a pyrodiv package each; repeatable"),
+        ("--compare-jit", "as --compare, with AFTER's losses compiled by its pyrodiv.jit.jit"),
+    ):
+        parser.add_argument(
+            flag, nargs=3, action="append", metavar=("LABEL", "BEFORE", "AFTER"), help=what
+        )
     parser.add_argument(
         "--parts",
         nargs="+",
