@@ -12,10 +12,11 @@ Writes ``posteriordb.md`` (the command to regenerate it at the top), ``posterior
 row per model and method), ``posteriordb_variables.csv`` (one row per scalar variable) and
 ``posteriordb_accuracy.png`` (worst-variable W1 against wall time, one panel per model) and
 ``posteriordb_failures.csv`` to ``--out``, and prints the tables. ``--append`` keeps the rows of
-the other models already there (results are written after each model)::
+the other models already there (results are written after each model); ``--render`` only
+rewrites the report, summary and figure from the csv files there::
 
     python benchmarks/posteriordb.py [--models eight_schools,kidiq] [--quick] [--all]
-        [--append] [--out benchmarks/results] [--posteriordb PATH]
+        [--append] [--render] [--out benchmarks/results] [--posteriordb PATH]
 
 Wall times come from one process on a shared machine and are not interleaved; read them as
 orders of magnitude.
@@ -183,13 +184,43 @@ def _previous(out: Path, models: list[str]) -> tuple[list[pd.DataFrame], dict]:
     return tables, failures
 
 
+def _write_results(out: Path, tables: list, failures: dict, settings: dict, args) -> str:
+    """Write the csv files, the Markdown report and the figure; return the report."""
+    variables = pd.concat(tables, ignore_index=True)
+    summary = summarize_by_method(variables)
+    variables.to_csv(out / "posteriordb_variables.csv", index=False)
+    summary.to_csv(out / "posteriordb.csv", index=False)
+    rows = [{"model": m, "method": k, "error": e} for (m, k), e in failures.items()]
+    pd.DataFrame(rows, columns=["model", "method", "error"]).to_csv(
+        out / "posteriordb_failures.csv", index=False
+    )
+    command = _command(list(dict.fromkeys(summary["model"])), args)
+    text = _markdown(summary, _pooled(summary), failures, settings, command)
+    (out / "posteriordb.md").write_text(text)
+    plot_accuracy_vs_time(
+        summary,
+        error="w1_max",
+        group="model",
+        title="Worst-variable W1 (reference-sd units) against wall time; lower left is better",
+        path=out / "posteriordb_accuracy.png",
+    )
+    return text
+
+
 def main(args) -> None:
     torch.set_num_threads(1)
     settings = QUICK if args.quick else FULL
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.render:
+        tables, failures = _previous(out, [])
+        if not tables:
+            raise SystemExit(f"--render: no posteriordb_variables.csv in {out}")
+        print(_write_results(out, tables, failures, settings, args))
+        return
     models = _model_names(args)
     tables, failures = _previous(out, models) if args.append else ([], {})
+    text = ""
     for model in models:
         began = time.perf_counter()
         with warnings.catch_warnings():
@@ -212,24 +243,7 @@ def main(args) -> None:
         print(f"{model}: {time.perf_counter() - began:.0f} s", flush=True)
         print(summary.drop(columns=["model", "reference"]).to_string(index=False), flush=True)
         # Write after every model, so that a long run leaves its results so far.
-        variables = pd.concat(tables, ignore_index=True)
-        summary = summarize_by_method(variables)
-        variables.to_csv(out / "posteriordb_variables.csv", index=False)
-        summary.to_csv(out / "posteriordb.csv", index=False)
-        rows = [{"model": m, "method": k, "error": e} for (m, k), e in failures.items()]
-        pd.DataFrame(rows, columns=["model", "method", "error"]).to_csv(
-            out / "posteriordb_failures.csv", index=False
-        )
-        command = _command(list(dict.fromkeys(summary["model"])), args)
-        text = _markdown(summary, _pooled(summary), failures, settings, command)
-        (out / "posteriordb.md").write_text(text)
-        plot_accuracy_vs_time(
-            summary,
-            error="w1_max",
-            group="model",
-            title="Worst-variable W1 (reference-sd units) against wall time; lower left is better",
-            path=out / "posteriordb_accuracy.png",
-        )
+        text = _write_results(out, tables, failures, settings, args)
     print(text)
 
 
@@ -241,6 +255,11 @@ if __name__ == "__main__":
     parser.add_argument("--all", action="store_true", help="all twelve zoo models")
     parser.add_argument("--quick", action="store_true", help="few steps and draws")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="output folder")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only rewrite the report and figure from the csv files in the output folder",
+    )
     parser.add_argument(
         "--append",
         action="store_true",
