@@ -45,6 +45,8 @@ class Estimate(NamedTuple):
 
 def _estimate(value: torch.Tensor, objective: torch.Tensor) -> Estimate:
     """An estimate reporting ``value`` whose gradient is that of ``objective``."""
+    if objective is value:  # the value is its own surrogate: no extra graph nodes
+        return Estimate(value.detach(), value)
     return Estimate(value.detach(), value.detach() + (objective - objective.detach()))
 
 
@@ -73,9 +75,23 @@ def mean_under_q(values: torch.Tensor, score: torch.Tensor | None = None) -> tor
     mean = values.mean()
     if score is None or not score.requires_grad:
         return mean
+    return mean + _score_term(values, score)
+
+
+def _score_term(values: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    """The leave-one-out score-function term of :func:`mean_under_q`, zero in value."""
     k = values.numel()
     baseline = (values.sum() - values) / (k - 1) if k > 1 else torch.zeros_like(values)
-    return mean + ((values - baseline).detach() * (score - score.detach())).mean()
+    return ((values - baseline).detach() * (score - score.detach())).mean()
+
+
+def _mean_estimate(values: torch.Tensor, score: torch.Tensor | None) -> Estimate:
+    """The sample mean of ``values`` as an :class:`Estimate` with the gradient of
+    :func:`mean_under_q`, the mean computed once."""
+    mean = values.mean()
+    if score is None or not score.requires_grad:
+        return _estimate(mean, mean)
+    return _estimate(mean, mean + _score_term(values, score))
 
 
 def f_divergence(
@@ -93,8 +109,7 @@ def f_divergence(
         >>> float(est.value)  # E_Q[log q - log p]
         1.0
     """
-    values = f(log_p - log_q)
-    return _estimate(values.mean(), mean_under_q(values, score))
+    return _mean_estimate(f(log_p - log_q), score)
 
 
 def kl_forward(log_p: torch.Tensor, log_q: torch.Tensor) -> Estimate:
@@ -220,8 +235,7 @@ def self_normalized_f_divergence(
     logu_for_z = logu
     if score is not None and score.requires_grad:
         logu_for_z = logu + (score - score.detach())
-    values = f(logu - log_mean_exp(logu_for_z))
-    return _estimate(values.mean(), mean_under_q(values, score))
+    return _mean_estimate(f(logu - log_mean_exp(logu_for_z)), score)
 
 
 def renyi_bound(

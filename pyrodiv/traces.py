@@ -95,8 +95,10 @@ def sum_to_particles(log_prob: torch.Tensor, particle_dim: int | None) -> torch.
     """
     if particle_dim is None or log_prob.dim() < -particle_dim:
         return log_prob.sum()
+    if log_prob.dim() == -particle_dim:  # the particle dim leads: one flat sum per particle
+        return log_prob.flatten(1).sum(1) if log_prob.dim() > 1 else log_prob
     dims = [d for d in range(-log_prob.dim(), 0) if d != particle_dim]
-    return log_prob.sum(dims) if dims else log_prob
+    return log_prob.sum(dims)
 
 
 class DetachSamples(Messenger):
@@ -135,15 +137,18 @@ def _check_finite(trace, kind: str, total: torch.Tensor):
     raise ValueError(f"the {kind} log-density is NaN or inf")
 
 
-def trace_log_density(trace, particle_dim: int | None, kind: str = "model") -> torch.Tensor:
+def trace_log_density(
+    trace, particle_dim: int | None, kind: str = "model", check_finite: bool = True
+) -> torch.Tensor:
     """Per-particle sum of a trace's ``log_prob`` entries (computed beforehand).
 
     Under vectorized particles a site whose log-prob has dimensions left of the particle plate
     is refused with a ValueError naming it: the program is not vectorizable (e.g. it indexed
     ``z[..., 0:1]`` where ``z[..., 0]`` was meant), and summing such dimensions would give every
-    particle the same total.
+    particle the same total. With ``check_finite`` a NaN or infinite sum raises a ValueError
+    naming the site.
     """
-    total = 0.0
+    total = None
     for name, site in trace.nodes.items():
         if site["type"] == "sample":
             log_prob = site["log_prob"]
@@ -155,10 +160,12 @@ def trace_log_density(trace, particle_dim: int | None, kind: str = "model") -> t
                     "(z[..., 0], not z[..., 0:1]; (X * beta).sum(-1), not X @ beta) or set "
                     "max_plate_nesting"
                 )
-            total = total + sum_to_particles(log_prob, particle_dim)
-    if not isinstance(total, torch.Tensor):
+            term = sum_to_particles(log_prob, particle_dim)
+            total = term if total is None else total + term
+    if total is None:
         raise ValueError(f"the {kind} has no sample sites")
-    _check_finite(trace, kind, total)
+    if check_finite:
+        _check_finite(trace, kind, total)
     return total
 
 
@@ -183,11 +190,18 @@ def log_densities(model_trace, guide_trace, particle_dim: int | None) -> LogDens
     """
     check_densities(guide_trace)
     check_enumeration(model_trace, guide_trace)
-    log_p = trace_log_density(model_trace, particle_dim, "model")
-    log_q = trace_log_density(guide_trace, particle_dim, "guide")
+    log_p = trace_log_density(model_trace, particle_dim, "model", check_finite=False)
+    log_q = trace_log_density(guide_trace, particle_dim, "guide", check_finite=False)
+    # One check for both traces (inf - inf and nan propagate); the per-site search only
+    # runs when it fails.
+    if not torch.isfinite(log_p - log_q).all():
+        _check_finite(model_trace, "model", log_p)
+        _check_finite(guide_trace, "guide", log_q)
     score = trace_score(guide_trace, particle_dim)
-    shape = torch.broadcast_shapes(log_p.shape, log_q.shape)
-    return LogDensities(log_p.expand(shape), log_q.expand(shape), score)
+    if log_p.shape != log_q.shape:
+        shape = torch.broadcast_shapes(log_p.shape, log_q.shape)
+        log_p, log_q = log_p.expand(shape), log_q.expand(shape)
+    return LogDensities(log_p, log_q, score)
 
 
 def guide_first(model, guide, args, kwargs, max_plate_nesting, detach: bool = False, outer=None):
