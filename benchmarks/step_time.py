@@ -9,11 +9,12 @@ and an ``AutoNormal`` guide (a learnable Normal on the bimodal target, whose mix
 * ``regression``: Bayesian linear regression, 10 features, N = 1000 (posterior target);
 * ``eight_schools``: ``pyrodiv.zoo``'s ``eight_schools_noncentered`` (posterior target).
 
-Baselines: ``Trace_ELBO`` (the reference of every ratio), ``RenyiELBO(alpha=0.5)`` and
-``TraceTailAdaptive_ELBO`` (more than one particle only). On the regression there is also a
-hand-written pure-torch negative ELBO (reparameterized mean-field Normal, closed-form
-log-densities, ``torch.optim.Adam``): the floor with no Pyro overhead. Its value is checked
-against ``Trace_ELBO`` at the same guide parameters before timing.
+Baselines: ``Trace_ELBO`` (the reference of every ratio), ``RenyiELBO(alpha=0.5)``,
+``TraceTailAdaptive_ELBO`` (more than one particle only) and ``JitTrace_ELBO``; three pyrodiv
+losses are also timed compiled by :func:`pyrodiv.jit.jit` (``(jit)``). On the regression
+there is also a hand-written pure-torch negative ELBO (reparameterized mean-field Normal,
+closed-form log-densities, ``torch.optim.Adam``): the floor with no Pyro overhead. Its value
+is checked against ``Trace_ELBO`` at the same guide parameters before timing.
 
 Ratios are medians of per-round paired ratios, with a distribution-free 95% interval
 (:mod:`common`). Each group also times a second, independent ``Trace_ELBO`` (an A/A control):
@@ -45,10 +46,11 @@ from common import (
     setup,
     write_results,
 )
-from pyro.infer import RenyiELBO, Trace_ELBO, TraceTailAdaptive_ELBO
+from pyro.infer import JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceTailAdaptive_ELBO
 from pyro.infer.autoguide import AutoNormal
 
 import pyrodiv
+from pyrodiv.jit import jit
 
 PARTICLES = (1, 64, 1024)
 BASE = "Trace_ELBO"
@@ -56,6 +58,20 @@ FLOOR = "torch floor"
 #: A second, independent Trace_ELBO: its ratio to the first shows the noise of a group.
 CONTROL = "Trace_ELBO (A/A control)"
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+#: The pyrodiv losses of every table, by name.
+OURS = {
+    "ReverseKL": pyrodiv.ReverseKL,
+    "ForwardKL": pyrodiv.ForwardKL,
+    "JensenShannon": pyrodiv.JensenShannon,
+    "FDivergence(squared_hellinger)": lambda **kw: pyrodiv.FDivergence("squared_hellinger", **kw),
+    "FDivergence(amari_alpha, 0.5)": lambda **kw: pyrodiv.FDivergence(
+        "amari_alpha", alpha=0.5, **kw
+    ),
+}
+#: Those also timed compiled by :func:`pyrodiv.jit.jit`.
+COMPILED = ("ReverseKL", "ForwardKL", "FDivergence(squared_hellinger)")
 
 
 def losses(num_particles: int, prior: bool) -> dict[str, object]:
@@ -68,17 +84,11 @@ def losses(num_particles: int, prior: bool) -> dict[str, object]:
     }
     if num_particles > 1:
         out["TraceTailAdaptive_ELBO"] = TraceTailAdaptive_ELBO(**kw)
-    out.update(
-        {
-            "ReverseKL": pyrodiv.ReverseKL(**kw),
-            "ForwardKL": pyrodiv.ForwardKL(**kw),
-            "JensenShannon": pyrodiv.JensenShannon(**kw),
-            "FDivergence(squared_hellinger)": pyrodiv.FDivergence("squared_hellinger", **kw),
-            "FDivergence(amari_alpha, 0.5)": pyrodiv.FDivergence("amari_alpha", alpha=0.5, **kw),
-        }
-    )
+    out.update({name: make(**kw) for name, make in OURS.items()})
     if prior:
         out["CrossEntropy"] = pyrodiv.CrossEntropy(**kw)
+    out["JitTrace_ELBO"] = JitTrace_ELBO(**kw)
+    out.update({f"{name} (jit)": jit(OURS[name](**kw)) for name in COMPILED})
     return out
 
 
@@ -213,15 +223,9 @@ def verdict(ratio, bound: float) -> str:
 def goals(results, particles) -> tuple[str, list[list[object]]]:
     """The project's speed goals on the regression, per loss."""
     rows = []
-    ours = [
-        "ReverseKL",
-        "ForwardKL",
-        "JensenShannon",
-        "FDivergence(squared_hellinger)",
-        "FDivergence(amari_alpha, 0.5)",
-    ]
+    ours = list(OURS) + [f"{name} (jit)" for name in COMPILED]
     for name in ours:
-        bound64 = 1.15 if name == "ReverseKL" else 1.35
+        bound64 = 1.15 if name.startswith("ReverseKL") else 1.35
         cells = [name]
         if 64 in particles:
             r = ratio_summary(results["regression", 64], name, BASE)
