@@ -150,6 +150,25 @@ def _markdown(summary, pooled, failures, settings, command) -> str:
         ]
         for r in pooled.itertuples()
     ]
+    lines += [table(header, rows), ""]
+    lines += ["## Best divergence per model (smallest worst-variable W1)", ""]
+    rows = []
+    for model, group in summary.groupby("model", sort=False):
+        fitted = group[group["method"] != "nuts"].dropna(subset=["w1_max"])
+        nuts = group.loc[group["method"] == "nuts", "w1_max"]
+        if fitted.empty:
+            continue
+        best = fitted.loc[fitted["w1_max"].idxmin()]
+        rows.append(
+            [
+                model,
+                best["method"],
+                num(best["w1_max"], 3),
+                "n/a" if math.isnan(best["khat"]) else num(best["khat"], 2),
+                num(nuts.iloc[0], 3) if len(nuts) else "-",
+            ]
+        )
+    header = ["model", "best divergence", "its W1 max", "its k-hat", "NUTS W1 max"]
     lines += [table(header, rows), "", "## Per model", ""]
     lines += [summary_markdown(summary.drop(columns="reference")), ""]
     if failures:
