@@ -442,6 +442,7 @@ def plot_accuracy_vs_time(
     :param table: a DataFrame with the columns ``method``, ``error`` and ``time`` (for
         example :func:`pyrodiv.zoo_comparison.summarize_by_method`), and ``group`` when given.
     :param group: one panel per value of this column (``None``: one panel for all rows).
+
     Both axes are logarithmic; lower left is better (accurate and fast).
 
     :returns: the matplotlib ``Figure``; written to ``path`` when given.

@@ -83,16 +83,16 @@ REFERENCE_DRAWS_PER_CHAIN = 400
 class ZooComparison:
     """The outcome of :func:`run_zoo_comparison`.
 
-    Attributes:
-        table: :func:`~pyrodiv.compare_posteriors`'s per-variable table with the columns
-            ``model`` and ``reference`` added.
-        summary: :func:`summarize_by_method` of ``table``.
-        idatas: ``{method: InferenceData}``, the reference included.
-        fits: ``{loss name: FitResult}``.
-        reference: the reference's name in ``idatas`` (``"nuts"`` or ``"posteriordb"``).
-        files: every file written, by kind (``"netcdf:nuts"``, ``"csv"``, ``"figure:khat"``...).
-        settings: the arguments of the run, as written to ``comparison.md``.
-        failures: ``{loss name: error}`` for the fits that raised (left out of the tables).
+    :param table: :func:`~pyrodiv.compare_posteriors`'s per-variable table with the columns
+        ``model`` and ``reference`` added.
+    :param summary: :func:`summarize_by_method` of ``table``.
+    :param idatas: ``{method: InferenceData}``, the reference included.
+    :param fits: ``{loss name: FitResult}``.
+    :param reference: the reference's name in ``idatas`` (``"nuts"`` or ``"posteriordb"``).
+    :param files: every file written, by kind (``"netcdf:nuts"``, ``"csv"``,
+        ``"figure:khat"``...).
+    :param settings: the arguments of the run, as written to ``comparison.md``.
+    :param failures: ``{loss name: error}`` for the fits that raised (left out of the tables).
     """
 
     table: pd.DataFrame
@@ -388,9 +388,11 @@ def run_zoo_comparison(
         guarded by ``if __name__ == "__main__":``; see :func:`pyrodiv.run_nuts`).
     :param reference: ``"nuts"``, ``"posteriordb"`` or ``"auto"`` (NUTS when it is run, else
         the posteriordb draws). The other one, when available, is compared like a method.
-    :param num_steps, num_particles: SVI steps and vectorized particles per step.
-    :param lr, lr_decay: Adam's learning rate, multiplied by ``lr_decay`` over the run
+    :param num_steps: SVI steps.
+    :param num_particles: vectorized particles per step.
+    :param lr: Adam's learning rate, multiplied by ``lr_decay`` over the run
         (``pyro.optim.ClippedAdam`` with ``lrd = lr_decay ** (1 / num_steps)``).
+    :param lr_decay: the factor of the learning rate over the whole run.
     :param guide: an autoguide name of :data:`GUIDES`, or ``model -> guide``.
     :param num_draws: draws from each fitted guide (for the table and :math:`\hat k`).
     :param seed: every fit, guide draw and chain starts from this seed.
