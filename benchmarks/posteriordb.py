@@ -64,6 +64,7 @@ FULL = {
     "nuts_draws": 500,
     "nuts_warmup": 500,
     "nuts_chains": 1,
+    "init_scale": 0.1,
 }
 QUICK = {
     "num_steps": 300,
@@ -72,6 +73,7 @@ QUICK = {
     "nuts_draws": 150,
     "nuts_warmup": 150,
     "nuts_chains": 1,
+    "init_scale": 0.1,
 }
 
 
@@ -111,7 +113,8 @@ def _markdown(summary, pooled, failures, settings, command) -> str:
         "",
         f"Regenerate: `{command}`",
         "",
-        f"Settings: AutoNormal, {settings['num_steps']} SVI steps of {settings['num_particles']} "
+        f"Settings: AutoNormal (init_scale {settings['init_scale']}), "
+        f"{settings['num_steps']} SVI steps of {settings['num_particles']} "
         f"vectorized particles, Adam lr 0.05 decayed by 0.02 over the run (ClippedAdam), "
         f"{settings['num_draws']} guide draws; NUTS {settings['nuts_chains']} chain of "
         f"{settings['nuts_warmup']} warmup + {settings['nuts_draws']} draws; seed 0, float64, "

@@ -116,6 +116,13 @@ def add_compare_parser(subparsers) -> None:
         help="AutoNormal, AutoDiagonalNormal, AutoMultivariateNormal or "
         "AutoLowRankMultivariateNormal (default: %(default)s)",
     )
+    parser.add_argument(
+        "--init-scale",
+        type=float,
+        default=1.0,
+        help="the autoguide's initial scale; wide, so that mass-covering divergences do not "
+        "collapse from the start (default: %(default)s)",
+    )
     parser.add_argument("--nuts-draws", type=int, default=500, help="NUTS draws per chain")
     parser.add_argument("--nuts-warmup", type=int, default=500, help="NUTS warmup steps")
     parser.add_argument("--nuts-chains", type=int, default=2, help="NUTS chains")
@@ -185,6 +192,7 @@ def run_compare_command(args) -> int:
         lr=args.lr,
         lr_decay=args.lr_decay,
         guide=args.guide,
+        init_scale=args.init_scale,
         seed=args.seed,
         out=out,
         figures=not args.no_figures,
