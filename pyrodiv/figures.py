@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from scipy.stats import gaussian_kde
 
 from . import arviz_adapter
@@ -477,7 +477,10 @@ def plot_accuracy_vs_time(
                 )
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # crowded "3x10^1" labels otherwise
+        # plain labels at 1, 2, 5 x 10^k, so that a span under a decade is still labelled
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("wall time (s)")
         ax.set_ylabel(error)
         ax.grid(True, which="major", alpha=0.3)
