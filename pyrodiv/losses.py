@@ -61,6 +61,16 @@ from .traces import (
 )
 
 TARGET_KINDS = ("auto", "prior", "posterior", "sample")
+#: Keyword options every loss takes (those of :class:`DivergenceLoss`, and ``draws`` where a
+#: loss can use draws of P); the rest of :class:`FDivergence`'s keywords go to its generator.
+LOSS_OPTIONS = (
+    "num_particles",
+    "max_plate_nesting",
+    "vectorize_particles",
+    "target",
+    "retain_graph",
+    "draws",
+)
 
 
 class DivergenceLoss(ELBO):
@@ -276,18 +286,8 @@ class ReverseKL(DivergenceLoss):
 class _TakesDraws(DivergenceLoss):
     """A loss that can use given draws of :math:`P` (``draws=``) instead of running it."""
 
-    def __init__(
-        self,
-        num_particles=1,
-        max_plate_nesting=float("inf"),
-        vectorize_particles=False,
-        target="auto",
-        retain_graph=None,
-        draws=None,
-    ):
-        super().__init__(
-            num_particles, max_plate_nesting, vectorize_particles, target, retain_graph
-        )
+    def __init__(self, *, draws=None, **options):
+        super().__init__(**options)
         if draws is not None:
             draws = SetDraws(draws).draws  # validates them
         self.draws = draws
@@ -331,19 +331,8 @@ class ForwardKL(_TakesDraws):
     )
     ESTIMATORS = ("snis", "msc")
 
-    def __init__(
-        self,
-        num_particles=1,
-        max_plate_nesting=float("inf"),
-        vectorize_particles=False,
-        target="auto",
-        retain_graph=None,
-        draws=None,
-        estimator="snis",
-    ):
-        super().__init__(
-            num_particles, max_plate_nesting, vectorize_particles, target, retain_graph, draws
-        )
+    def __init__(self, *, estimator="snis", **options):
+        super().__init__(**options)
         if estimator not in self.ESTIMATORS:
             raise ValueError(
                 f"ForwardKL: estimator must be one of {self.ESTIMATORS}, got {estimator!r}"
@@ -461,19 +450,9 @@ class FDivergence(DivergenceLoss):
 
     instead = "use CrossEntropy or Wasserstein, which need only draws of P"
 
-    def __init__(
-        self,
-        f,
-        num_particles=1,
-        max_plate_nesting=float("inf"),
-        vectorize_particles=False,
-        target="auto",
-        retain_graph=None,
-        **params,
-    ):
-        super().__init__(
-            num_particles, max_plate_nesting, vectorize_particles, target, retain_graph
-        )
+    def __init__(self, f, **options):
+        params = {k: options.pop(k) for k in list(options) if k not in LOSS_OPTIONS}
+        super().__init__(**options)
         self.generator: Generator = get_generator(f, **params)
         self.divergence = f"f-divergence {self.generator.name}"
 
@@ -526,18 +505,8 @@ class RenyiBound(DivergenceLoss):
 
     instead = "use CrossEntropy or Wasserstein, which need only draws of P"
 
-    def __init__(
-        self,
-        alpha=0.5,
-        num_particles=1,
-        max_plate_nesting=float("inf"),
-        vectorize_particles=False,
-        target="auto",
-        retain_graph=None,
-    ):
-        super().__init__(
-            num_particles, max_plate_nesting, vectorize_particles, target, retain_graph
-        )
+    def __init__(self, alpha=0.5, **options):
+        super().__init__(**options)
         if not isinstance(alpha, int | float) or alpha == 1.0:
             raise ValueError(
                 f"RenyiBound: alpha must be a number other than 1 (the inclusive KL: use "
@@ -566,20 +535,10 @@ class CUBO(RenyiBound):
         >>> loss = CUBO(n=2, num_particles=64, vectorize_particles=True)
     """
 
-    def __init__(
-        self,
-        n=2.0,
-        num_particles=1,
-        max_plate_nesting=float("inf"),
-        vectorize_particles=False,
-        target="auto",
-        retain_graph=None,
-    ):
+    def __init__(self, n=2.0, **options):
         if not isinstance(n, int | float) or not n > 1.0:
             raise ValueError(f"CUBO: n must be a number greater than 1, got {n!r}")
-        super().__init__(
-            n, num_particles, max_plate_nesting, vectorize_particles, target, retain_graph
-        )
+        super().__init__(n, **options)
         self.n = float(n)
         self.divergence = f"CUBO (n={self.n:g})"
 
@@ -647,22 +606,8 @@ class Wasserstein(_TakesDraws):
         "needs only log p (ReverseKL, ForwardKL, JensenShannon, FDivergence)"
     )
 
-    def __init__(
-        self,
-        p=1.0,
-        method="auto",
-        num_projections=100,
-        reg=0.05,
-        num_particles=1,
-        max_plate_nesting=float("inf"),
-        vectorize_particles=False,
-        target="auto",
-        retain_graph=None,
-        draws=None,
-    ):
-        super().__init__(
-            num_particles, max_plate_nesting, vectorize_particles, target, retain_graph, draws
-        )
+    def __init__(self, p=1.0, method="auto", num_projections=100, reg=0.05, **options):
+        super().__init__(**options)
         if method not in transport.METHODS:
             raise ValueError(
                 f"Wasserstein: method must be one of {transport.METHODS}, got {method!r}"
