@@ -34,8 +34,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pyrodiv.demo.report import num, table
 from pyrodiv.figures import plot_accuracy_vs_time
+from pyrodiv.output import num, table
 from pyrodiv.zoo import ZOO
 from pyrodiv.zoo_comparison import (
     resolve_model,

@@ -34,7 +34,11 @@ import torch
 from torch.distributions import constraints
 
 import pyrodiv
-from pyrodiv.demo.common import COLORS, new_figure, plot_densities, save_figure
+from pyrodiv.demo.common import (
+    COLORS,
+    plot_densities,
+)
+from pyrodiv.output import new_figure, save_figure
 from pyrodiv.quadrature import optimal_normal
 
 #: The prior scale of mu, the true |mu| and the quadrature grid (lo, hi, points).

@@ -33,7 +33,7 @@ from scipy.stats import gaussian_kde
 
 from . import arviz_adapter
 from .comparison import _scalar_columns
-from .demo.common import new_figure, save_figure
+from .output import new_figure, save_figure
 
 __all__ = [
     "KHAT_THRESHOLDS",

@@ -48,11 +48,11 @@ from . import arviz_adapter
 from . import figures as plots
 from .baselines import run_nuts
 from .comparison import compare_posteriors
-from .demo.report import num, table
 from .fit import FitResult, fit
 from .generators import GENERATOR_NAMES
 from .inference_data import guide_to_inference_data, samples_to_inference_data
 from .losses import LOSSES, get_loss
+from .output import num, table
 from .zoo import ZOO, get_entry
 
 __all__ = [

@@ -16,6 +16,7 @@ The target is :math:`P = \tfrac12 N(-7, 1.4) + \tfrac12 N(7, 1.4)` and
 from __future__ import annotations
 
 from .. import ForwardKL, JensenShannon, ReverseKL
+from ..output import new_figure, save_figure
 from .common import (
     COLORS,
     bimodal,
@@ -23,10 +24,8 @@ from .common import (
     fit_normal,
     fmt_normal,
     log_prob_fn,
-    new_figure,
     plot_densities,
     plot_trajectory,
-    save_figure,
     target_model,
 )
 

@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from ..quadrature import divergence, optimal_normal
@@ -281,32 +278,6 @@ def fmt_normal(loc: float, variance: float, digits: int = 2) -> str:
         'N(-7.2829, 3.2358)'
     """
     return f"N({loc:.{digits}f}, {variance:.{digits}f})"
-
-
-def new_figure(nrows: int = 1, ncols: int = 1, size=(7.0, 4.0), **kwargs):
-    """A matplotlib ``Figure`` on the Agg canvas (no pyplot, no global state) and its axes.
-
-    Example::
-
-        >>> fig, ax = new_figure()
-        >>> type(fig.canvas).__name__
-        'FigureCanvasAgg'
-    """
-    fig = Figure(figsize=size, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, **kwargs)
-    return fig, axes
-
-
-def save_figure(fig, out_dir, name: str) -> str | None:
-    """Write ``fig`` as ``out_dir/name`` (PNG, 110 dpi) and return the file name, or do
-    nothing and return ``None`` when ``out_dir`` is ``None``."""
-    if out_dir is None:
-        return None
-    path = Path(out_dir) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return name
 
 
 def density_xgrid(lo: float = -20.0, hi: float = 20.0, n: int = 801) -> torch.Tensor:

@@ -28,6 +28,7 @@ from scipy.optimize import minimize
 from scipy.special import ndtr, ndtri
 
 from ..losses import Wasserstein
+from ..output import new_figure, save_figure
 from .common import (
     BIMODAL_MEANS,
     BIMODAL_VARIANCE,
@@ -36,9 +37,7 @@ from .common import (
     fit_normal,
     fmt_normal,
     log_prob_fn,
-    new_figure,
     plot_densities,
-    save_figure,
     target_model,
 )
 

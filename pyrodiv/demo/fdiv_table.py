@@ -25,6 +25,7 @@ import torch
 
 from .. import FDivergence
 from ..generators import GENERATOR_NAMES, get_generator
+from ..output import new_figure, save_figure
 from .bimodal import basin
 from .common import (
     COLORS,
@@ -34,9 +35,7 @@ from .common import (
     fit_normal,
     fmt_normal,
     log_prob_fn,
-    new_figure,
     plot_densities,
-    save_figure,
     target_model,
 )
 

@@ -27,6 +27,7 @@ import torch
 
 from .. import estimators
 from ..generators import get_generator
+from ..output import new_figure, save_figure
 from .common import (
     bimodal,
     exact_divergence,
@@ -34,8 +35,6 @@ from .common import (
     fit_normal,
     fmt_normal,
     log_prob_fn,
-    new_figure,
-    save_figure,
     target_model,
 )
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import torch
 
+from ..output import new_figure, save_figure
 from .common import (
     BIMODAL_MEANS,
     BIMODAL_VARIANCE,
     mixture,
-    new_figure,
     normal,
-    save_figure,
 )
 
 #: The two mixtures drawn: the bimodal target (even weights) and a three-component one.

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import CrossEntropy, ForwardKL
-from .common import new_figure, save_figure
+from ..output import new_figure, save_figure
 
 
 def _lbfgs(params, objective, iters: int = 200):

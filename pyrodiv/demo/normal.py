@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .. import ForwardKL
+from ..output import new_figure, save_figure
 from .common import (
     COLORS,
     NORMAL_TARGET,
@@ -18,11 +19,9 @@ from .common import (
     fit_normal,
     fmt_normal,
     log_prob_fn,
-    new_figure,
     normal,
     plot_densities,
     plot_trajectory,
-    save_figure,
     target_model,
 )
 

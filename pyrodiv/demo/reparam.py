@@ -35,7 +35,7 @@ import pyro.distributions as dist
 import torch
 
 from .. import ReverseKL
-from .common import new_figure, save_figure
+from ..output import new_figure, save_figure
 
 
 def _deck_normal(p, n):

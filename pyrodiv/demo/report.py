@@ -9,8 +9,9 @@ Example::
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
+
+from ..output import num, table
 
 
 def cell(d, digits: int = 2) -> str:
@@ -18,32 +19,6 @@ def cell(d, digits: int = 2) -> str:
     if not d:
         return "-"
     return f"N({d['loc']:.{digits}f}, {d['variance']:.{digits}f})"
-
-
-def num(x, digits: int = 4) -> str:
-    """A number for a table: fixed or scientific, ``inf``, or ``-`` for ``None``."""
-    if x is None:
-        return "-"
-    if isinstance(x, str):
-        return x
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if not math.isfinite(x):
-        return "inf" if x > 0 else ("-inf" if x < 0 else "nan")
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 10 ** (-digits)):
-        return f"{x:.2e}"
-    return f"{x:.{digits}f}"
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    """A Markdown table."""
-
-    def esc(c):
-        return str(c).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _figs(res) -> str:
