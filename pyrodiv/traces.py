@@ -343,14 +343,33 @@ def auxiliary_values(guide, model_trace) -> tuple[dict, set]:
         return {f"{name}_unconstrained": v for name, v in unconstrained.items()}, set(
             unconstrained
         )
+    particles = _particle_frame(model_trace)
     pieces = []
     for name, value in unconstrained.items():
-        event_shape = guide._unconstrained_shapes[name]
-        batch_shape = value.shape[: value.dim() - len(event_shape)]
-        pieces.append(value.reshape(batch_shape + (-1,)))
+        if particles is None:
+            event_shape = guide._unconstrained_shapes[name]
+            batch_shape = value.shape[: value.dim() - len(event_shape)]
+            pieces.append(value.reshape(batch_shape + (-1,)))
+        else:  # one row per particle, whatever the site's plates
+            pieces.append(
+                value.expand_as(model_trace.nodes[name]["value"]).reshape(particles.size, -1)
+            )
     batch_shape = torch.broadcast_shapes(*(p.shape[:-1] for p in pieces))
     latent = torch.cat([p.expand(batch_shape + p.shape[-1:]) for p in pieces], -1)
+    if particles is not None:  # the latent's batch shape under the particle plate
+        latent = latent.reshape(
+            (particles.size,) + (1,) * (-particles.dim - 1) + latent.shape[-1:]
+        )
     return {f"_{guide._pyro_name}_latent": latent}, set(unconstrained)
+
+
+def _particle_frame(trace):
+    """The frame of the vectorized particle plate (``num_particles_vectorized``), or ``None``."""
+    for site in trace.nodes.values():
+        for frame in site.get("cond_indep_stack", ()):
+            if frame.name == "num_particles_vectorized":
+                return frame
+    return None
 
 
 def observed_sites(model_trace) -> list[str]:

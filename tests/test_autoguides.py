@@ -299,3 +299,28 @@ def test_guide_messengers_are_evaluated_at_p_draws_with_their_own_density(vector
     assert math.isclose(value, float(-log_q.detach().mean()), rel_tol=1e-10)
     for name in ("forward_kl", "reverse_kl", "jensen_shannon", "squared_hellinger"):
         assert math.isfinite(pyrodiv.get_loss(name, num_particles=8).loss(model, guide))
+
+
+@pytest.mark.parametrize("guide_class", [AutoDiagonalNormal, AutoMultivariateNormal])
+def test_packed_guides_at_vectorized_p_draws_of_unplated_and_plated_sites(guide_class):
+    # A scalar site (value (K, 1)) beside a plated one (value (K, 3)) packs into one latent row
+    # per particle; the cross-entropy is then exactly -mean log q over the same draws, with
+    # q = the packed Normal over (log s, z) and the Jacobian -log s of s = exp(u).
+    def model():
+        s = pyro.sample("s", dist.LogNormal(0.0, 1.0))
+        with pyro.plate("groups", 3):
+            pyro.sample("z", dist.Normal(0.0, s))
+
+    guide = guide_class(model)
+    guide()
+    num = 16
+    loss = pyrodiv.CrossEntropy(num_particles=num, vectorize_particles=True)
+    pyro.set_rng_seed(0)
+    value = loss.loss(model, guide)
+    pyro.set_rng_seed(0)
+    with pyro.plate("num_particles_vectorized", num, dim=-loss.max_plate_nesting):
+        trace = poutine.trace(model).get_trace()
+    s = trace.nodes["s"]["value"].reshape(-1)
+    z = trace.nodes["z"]["value"].reshape(num, 3)
+    log_q = guide.get_posterior().log_prob(torch.cat([s.log()[:, None], z], -1)) - s.log()
+    assert math.isclose(value, float(-log_q.detach().mean()), rel_tol=1e-10)
