@@ -143,7 +143,10 @@ class DivergenceLoss(ELBO):
             with torch.random.fork_rng(), poutine.block():
                 trace = poutine.trace(model).get_trace(*args, **kwargs)
             observed = any(
-                site["type"] == "sample" and site["is_observed"] for site in trace.nodes.values()
+                site["type"] == "sample"
+                and site["is_observed"]
+                and not site["infer"].get("_deterministic")
+                for site in trace.nodes.values()
             )
             self._kind = "posterior" if observed else "prior"
             self._kind_key = key
@@ -621,9 +624,15 @@ class Wasserstein(_TakesDraws):
         dim = self._particle_dim()
         if self.draws is not None:
             model = SetDraws(self.draws, self.num_particles if dim else 1, dim)(model)
-        with DetachSamples():
-            model_trace = poutine.trace(model).get_trace(*args, **kwargs)
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        subsamples = guide_trace.copy()  # the model's plates subsample as the guide's did
+        for name, site in guide_trace.nodes.items():
+            if site["type"] != "sample" or type(site["fn"]).__name__ != "_Subsample":
+                subsamples.remove_node(name)
+        with DetachSamples():
+            model_trace = poutine.trace(poutine.replay(model, trace=subsamples)).get_trace(
+                *args, **kwargs
+            )
         rows = 1 if dim is None else self.num_particles
         at_p, at_q = [], []
         for name, site in model_trace.nodes.items():

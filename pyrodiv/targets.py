@@ -223,12 +223,29 @@ class SetDraws(Messenger):
         some = next(iter(self.draws.values()))
         shape = (self.num_particles,) if self.particle_dim is not None else ()
         self.index = torch.randint(some.shape[0], shape, device=some.device)
+        self.seen = set()
         return super().__enter__()
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        result = super().__exit__(exc_type, exc_value, traceback)
+        unused = set(self.draws) - self.seen
+        if exc_type is None and unused:
+            raise ValueError(
+                f"draws of {sorted(unused)}: the model has no such site (its sites: "
+                f"{sorted(self.seen)})"
+            )
+        return result
 
     def _pyro_sample(self, msg):
         name = msg["name"]
-        if name not in self.draws or msg["is_observed"]:
+        self.seen.add(name)
+        if msg["is_observed"] or type(msg["fn"]).__name__ == "_Subsample":
             return
+        if name not in self.draws:
+            raise ValueError(
+                f"draws have no values for the model's latent site {name!r}; give draws of "
+                "every latent site (it would otherwise be drawn from its prior)"
+            )
         value = self.draws[name][self.index]
         site_shape = value.shape[value.dim() - self.draws[name].dim() + 1 :]
         if self.particle_dim is not None:

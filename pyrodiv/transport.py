@@ -87,7 +87,12 @@ def wasserstein(
         directions = torch.randn(x.shape[1], num_projections, dtype=x.dtype, device=x.device)
         directions = directions / directions.norm(dim=0, keepdim=True)
         return ot.sliced_wasserstein_distance(x, y, p=p, projections=directions)
-    cost = ot.dist(x, y, metric="euclidean") ** p
+    squared = ot.dist(x, y, metric="sqeuclidean")
+    if p == 2.0:
+        cost = squared
+    else:  # |x - y|^p with a finite gradient where x = y (the square root's is infinite)
+        positive = squared > 0
+        cost = torch.where(positive, squared.where(positive, 1.0) ** (p / 2), 0.0)
     a = torch.full((x.shape[0],), 1.0 / x.shape[0], dtype=x.dtype, device=x.device)
     b = torch.full((y.shape[0],), 1.0 / y.shape[0], dtype=x.dtype, device=x.device)
     if method == "exact":

@@ -183,3 +183,28 @@ def test_an_inference_data_gives_its_posterior_draws():
     loss = pyrodiv.ForwardKL(num_particles=K, draws=idata)
     assert loss.draws["z"].shape == (100,)
     assert torch.equal(loss.draws["z"], chains.reshape(-1))
+
+
+def test_draws_must_cover_every_latent_site_and_only_the_models_sites():
+    def model():
+        pyro.sample("a", dist.Normal(0.0, 1.0))
+        pyro.sample("b", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(0.0, 1.0), obs=torch.tensor(0.5))
+
+    def two_site_guide():
+        pyro.sample("a", dist.Normal(0.0, 1.0))
+        pyro.sample("b", dist.Normal(0.0, 1.0))
+
+    some = torch.randn(10)
+    with pytest.raises(ValueError, match="no values for the model's latent site 'b'"):
+        pyrodiv.CrossEntropy(draws={"a": some}).loss(model, two_site_guide)
+    with pytest.raises(ValueError, match=r"draws of \['c'\]: the model has no such site"):
+        pyrodiv.CrossEntropy(draws={"a": some, "b": some, "c": some}).loss(model, two_site_guide)
+
+
+def test_deterministic_sites_do_not_make_a_posterior():
+    def model():
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.deterministic("twice", 2 * z)
+
+    assert pyrodiv.CrossEntropy().target_kind(model, (), {}) == "prior"
