@@ -62,7 +62,7 @@ def jit(loss: DivergenceLoss, ignore_jit_warnings: bool = True, jit_options=None
 
     def _estimate(model, guide, args, kwargs):
         # a graph recorded without autograd would lack the score-function terms
-        key = (id(model), id(guide), torch.is_grad_enabled())
+        key = (model, guide, torch.is_grad_enabled())  # the objects: ids can be reused
         if key not in compiled:
 
             def value_and_surrogate(*args, **kwargs):

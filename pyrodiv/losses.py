@@ -345,7 +345,7 @@ class ForwardKL(_TakesDraws):
 
     def reset_state(self):
         """Forget the Markov chain state of ``estimator="msc"``."""
-        self._state = None
+        self._state, self._state_of, self._state_subsamples = None, None, None
 
     def _estimate(self, model, guide, args, kwargs):
         if self.draws is not None:
@@ -360,6 +360,9 @@ class ForwardKL(_TakesDraws):
         return estimators.self_normalized_kl_forward(lp, lq)
 
     def _score_climbing(self, model, guide, args, kwargs):
+        if self._state_of != (model, guide):  # a chain belongs to one model and guide
+            self.reset_state()
+            self._state_of = (model, guide)
         if self.vectorize_particles and self.max_plate_nesting == float("inf"):
             self._guess_max_plate_nesting(model, guide, args, kwargs)
         dim = self._particle_dim()
@@ -368,7 +371,8 @@ class ForwardKL(_TakesDraws):
             guide = self._vectorized_num_particles(guide)
         runs, parts = [], []
         for k in range(1 if dim is not None else self.num_particles):
-            runs.append(RetainParticle(self._state if k == 0 else None, dim))
+            state = self._state if k == 0 else None
+            runs.append(RetainParticle(state, dim, self._state_subsamples))
             traces = guide_first(
                 model, guide, args, kwargs, self.max_plate_nesting, outer=runs[-1]
             )
@@ -376,9 +380,10 @@ class ForwardKL(_TakesDraws):
         lp, lq, _ = stack_particles(parts)
         j = next_state_index(lp - lq)
         if dim is None:
-            self._state = dict(runs[j].values)
+            self._state, self._state_subsamples = dict(runs[j].values), runs[j].subsamples
         else:
             self._state = select_particle(runs[0].values, runs[0].axes, j)
+            self._state_subsamples = runs[0].subsamples
         return estimators.self_normalized_kl_forward(lp, lq)
 
     def __repr__(self):

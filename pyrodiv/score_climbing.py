@@ -12,7 +12,9 @@ the chain mixes, and the iterates converge to a stationary point of the inclusiv
 
 :class:`RetainParticle` is the Pyro side: it puts the state into particle 0 of each guide draw
 (every guide sample site, auxiliary ones included, so that autoguides reproduce the same
-latents) and records the draws, from which :func:`select_particle` reads the next state.
+latents) and records the draws, from which :func:`select_particle` reads the next state. Under
+plate subsampling the state is dropped when the subsample changes (it is a draw for other data
+points); that step is then plain self-normalized importance sampling.
 
 Example::
 
@@ -35,21 +37,31 @@ class RetainParticle(Messenger):
     :param state: ``{site: value of one particle}`` or ``None`` (nothing to retain yet).
     :param particle_dim: the vectorized particle plate's dim (negative), or ``None`` when each
         run is one particle; then ``state`` replaces the whole draw.
+    :param subsamples: the plate subsamples (``{plate name: indices}``) the state was drawn
+        with; a run whose subsample differs drops the state.
 
     After a run, ``values`` holds every latent draw (detached, state included) and ``axes``
     each draw's particle axis (``None`` when sequential).
     """
 
-    def __init__(self, state: dict | None, particle_dim: int | None):
+    def __init__(self, state: dict | None, particle_dim: int | None, subsamples=None):
         super().__init__()
         self.state = state
         self.particle_dim = particle_dim
+        self.state_subsamples = subsamples or {}
         self.values: dict[str, torch.Tensor] = {}
         self.axes: dict[str, int | None] = {}
+        self.subsamples: dict[str, torch.Tensor] = {}
         self.state_lost = False
 
     def _pyro_post_sample(self, msg):
-        if msg["is_observed"] or type(msg["fn"]).__name__ == "_Subsample":
+        if type(msg["fn"]).__name__ == "_Subsample":  # the state holds for its subsample only
+            self.subsamples[msg["name"]] = msg["value"]
+            kept = self.state_subsamples.get(msg["name"])
+            if self.state is not None and (kept is None or not torch.equal(kept, msg["value"])):
+                self.state, self.state_lost = None, True
+            return
+        if msg["is_observed"]:
             return
         name, value = msg["name"], msg["value"].detach()
         axis = None

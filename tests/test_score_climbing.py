@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import pyrodiv
+from pyrodiv.score_climbing import RetainParticle
 
 MIXTURE = dist.MixtureSameFamily(
     dist.Categorical(torch.tensor([0.5, 0.5])), dist.Normal(torch.tensor([-2.0, 2.0]), 1.0)
@@ -85,3 +86,28 @@ def test_the_chain_state_is_particle_zero_of_the_next_step(vectorize):
 def test_unknown_estimators_are_refused():
     with pytest.raises(ValueError, match="estimator must be one of"):
         pyrodiv.ForwardKL(estimator="mcmc")
+
+
+def test_the_state_belongs_to_one_model_and_one_subsample():
+    data = torch.linspace(-1.0, 1.0, 20)
+
+    def local_model():
+        with pyro.plate("data", 20, subsample_size=5) as index:
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("y", dist.Normal(z, 1.0), obs=data[index])
+
+    def local_guide():
+        with pyro.plate("data", 20, subsample_size=5):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    pyro.set_rng_seed(0)
+    loss = pyrodiv.ForwardKL(num_particles=4, vectorize_particles=True, estimator="msc")
+    loss.loss(local_model, local_guide)
+    kept = loss._state_subsamples["data"]
+    retain = RetainParticle(loss._state, -2, loss._state_subsamples)
+    with retain, pyro.plate("particles", 4, dim=-2):
+        local_guide()
+    # a fresh subsample of 5 of 20 points differs from the state's: the state is dropped
+    assert not torch.equal(retain.subsamples["data"], kept) and retain.state_lost
+    loss.loss(model, guide)  # another model: the chain starts again
+    assert loss._state_of == (model, guide) and "z" in loss._state
