@@ -255,8 +255,8 @@ def renyi_bound(
     (:math:`\alpha = 2`: the :math:`\chi^2` upper bound, CUBO; :math:`\alpha = 1/2`: Hellinger;
     :math:`\alpha = -1`: Neyman). Biased (log of a mean) by :math:`O(1/K)`. For
     non-reparameterized sites the gradient is
-    :math:`\sum_k \bar w_k (\alpha\nabla\log w_k + \nabla \log q_k)` with
-    :math:`\bar w = \mathrm{softmax}(\alpha \log w)`.
+    :math:`\frac{1}{\alpha-1}\sum_k \bar w_k (\alpha\nabla\log w_k + \nabla \log q_k)`
+    with :math:`\bar w = \mathrm{softmax}(\alpha \log w)`.
 
     Example::
 
@@ -275,12 +275,15 @@ def renyi_bound(
     return _estimate(value, log_mean_exp(logw) / (alpha - 1.0))
 
 
-def cubo(n: float, log_p: torch.Tensor, log_q: torch.Tensor) -> Estimate:
+def cubo(
+    n: float, log_p: torch.Tensor, log_q: torch.Tensor, score: torch.Tensor | None = None
+) -> Estimate:
     r"""The :math:`\chi` upper bound :math:`\mathrm{CUBO}_n = \frac1n \log \frac1K\sum_k
-    (\tilde p(x_k)/q(x_k))^n \ge \log Z` (Dieng et al. 2017), for :math:`x_k \sim Q`
-    reparameterized; :math:`n = 2` bounds the Pearson :math:`\chi^2`.
+    (\tilde p(x_k)/q(x_k))^n \ge \log Z` (Dieng et al. 2017), :math:`x_k \sim Q`;
+    :math:`n = 2` bounds the Pearson :math:`\chi^2`.
 
-    Equal to :math:`\frac{n-1}{n} R_n`; biased low by :math:`O(1/K)` like every log of a mean.
+    Equal to :math:`\frac{n-1}{n} R_n` (:func:`renyi_bound`, whose score-function terms it
+    shares); biased low by :math:`O(1/K)` like every log of a mean.
 
     Example::
 
@@ -288,5 +291,6 @@ def cubo(n: float, log_p: torch.Tensor, log_q: torch.Tensor) -> Estimate:
         >>> float(cubo(2.0, lq + 3.0, lq).value)  # log Z when q is exact
         3.0
     """
-    objective = log_mean_exp(n * (log_p - log_q)) / n
-    return _estimate(objective, objective)
+    value, surrogate = renyi_bound(n, log_p, log_q, score)
+    scale = (n - 1.0) / n
+    return Estimate(scale * value, scale * surrogate)

@@ -502,7 +502,7 @@ class RenyiBound(DivergenceLoss):
     of :math:`D^R_\alpha`, whatever :math:`Z`: :math:`\alpha \to 0` approaches the ELBO,
     :math:`\alpha = 1/2` is Hellinger's, :math:`\alpha = 2` the :math:`\chi^2` (CUBO) bound. The
     value is the log of a mean: biased by :math:`O(1/K)`. With :math:`\alpha = 1 - \beta` it is
-    :math:`-1/\beta` times the objective of :class:`pyro.infer.RenyiELBO` of order :math:`\beta`.
+    :math:`(1-\beta)/\beta` times the loss of ``pyro.infer.RenyiELBO(alpha=beta)``.
 
     :param float alpha: the order, not 1 (use :class:`ForwardKL` there).
 
@@ -551,9 +551,8 @@ class CUBO(RenyiBound):
         self.divergence = f"CUBO (n={self.n:g})"
 
     def _estimate(self, model, guide, args, kwargs):
-        value, surrogate = super()._estimate(model, guide, args, kwargs)
-        scale = (self.n - 1.0) / self.n
-        return estimators.Estimate(scale * value, scale * surrogate)
+        lp, lq, score = self.particles(model, guide, args, kwargs)
+        return estimators.cubo(self.n, lp, lq, score)
 
 
 class CrossEntropy(_TakesDraws):
