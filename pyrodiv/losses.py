@@ -42,6 +42,7 @@ for forward KL and Jensen-Shannon, and from ``draws=`` for cross-entropy and Was
 
 from __future__ import annotations
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.infer.autoguide import AutoGuide, AutoGuideList
@@ -239,11 +240,33 @@ class DivergenceLoss(ELBO):
         return self.estimate(model, guide, *args, **kwargs).surrogate
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        """Backpropagate the surrogate and return the float estimate."""
+        """Backpropagate the surrogate and return the float estimate.
+
+        A NaN or infinite gradient raises a ``ValueError`` naming the parameter (its gradient
+        cleared), so that the optimizer never steps to NaN parameters.
+        """
         est = self.estimate(model, guide, *args, **kwargs)
         if est.surrogate.requires_grad:
             est.surrogate.backward(retain_graph=self.retain_graph)
+            self._check_gradients()
         return float(est.value)
+
+    def _check_gradients(self):
+        named = [
+            (name, p)
+            for name, p in pyro.get_param_store().named_parameters()
+            if p.grad is not None
+        ]
+        if not named or torch.stack([torch.isfinite(p.grad).all() for _, p in named]).all():
+            return
+        bad = [name for name, p in named if not torch.isfinite(p.grad).all()]
+        for _, p in named:
+            p.grad = None
+        raise ValueError(
+            f"{self.divergence}: the gradient of parameter(s) {bad} is NaN or inf (a density "
+            "ratio beyond the floating-point range, or a non-differentiable point); start Q "
+            "nearer P or use more particles"
+        )
 
     def __repr__(self):
         return (

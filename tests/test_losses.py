@@ -268,3 +268,18 @@ def test_bad_input_gets_clear_errors():
         pyrodiv.FDivergence("neyman", num_particles=64).loss(far_target, narrow_guide)
     # ...while the reverse KL (linear in log t) stays finite, at about 2e4 nats.
     assert pyrodiv.ReverseKL(num_particles=64).loss(far_target, narrow_guide) > 1.9e4
+
+
+def test_a_non_finite_gradient_is_refused_by_name_and_no_step_is_taken():
+    # d sqrt(|loc|) / d loc is infinite at loc = 0: the step must raise, not write NaN.
+    def model():
+        pyro.sample("x", dist.Normal(0.0, 1.0))
+
+    def guide():
+        loc = pyro.param("loc", torch.tensor(0.0))
+        pyro.sample("x", dist.Normal(loc.abs().sqrt(), 1.0))
+
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.1}), pyrodiv.ReverseKL(4))
+    with pytest.raises(ValueError, match=r"gradient of parameter\(s\) \['loc'\] is NaN or inf"):
+        svi.step()
+    assert float(pyro.param("loc")) == 0.0 and pyro.param("loc").unconstrained().grad is None
