@@ -42,7 +42,6 @@ for forward KL and Jensen-Shannon, and from ``draws=`` for cross-entropy and Was
 
 from __future__ import annotations
 
-import pyro
 import torch
 from pyro import poutine
 from pyro.infer.autoguide import AutoGuide, AutoGuideList
@@ -120,6 +119,7 @@ class DivergenceLoss(ELBO):
         )
         self.target = target
         self.draws = None
+        self._params = {}
         self._kind_key = None
         self._kind = None
         self._order = None
@@ -181,12 +181,20 @@ class DivergenceLoss(ELBO):
         if self._order == "draws":
             model = SetDraws(self.draws, self.num_particles if dim else 1, dim)(model)
         if self._order in ("model_first", "draws"):
-            return log_densities(
-                *model_first(model, guide, args, kwargs, self.max_plate_nesting), dim
-            )
-        detach = self._order == "guide_first_detached"
-        traces = guide_first(model, guide, args, kwargs, self.max_plate_nesting, detach)
+            traces = model_first(model, guide, args, kwargs, self.max_plate_nesting)
+        else:
+            detach = self._order == "guide_first_detached"
+            traces = guide_first(model, guide, args, kwargs, self.max_plate_nesting, detach)
+        self._note_params(*traces)
         return log_densities(*traces, dim)
+
+    def _note_params(self, *traces):
+        """Remember the parameters the programs use, whose gradients :meth:`loss_and_grads`
+        checks (kept across calls, so that a compiled loss keeps them too)."""
+        for trace in traces:
+            for name, site in trace.nodes.items():
+                if site["type"] == "param":
+                    self._params[name] = site["value"].unconstrained()
 
     def particles(self, model, guide, args, kwargs, order: str = "guide_first") -> LogDensities:
         """Per-particle log-densities of ``num_particles`` runs.
@@ -252,12 +260,9 @@ class DivergenceLoss(ELBO):
         return float(est.value)
 
     def _check_gradients(self):
-        named = [
-            (name, p)
-            for name, p in pyro.get_param_store().named_parameters()
-            if p.grad is not None
-        ]
-        if not named or torch.stack([torch.isfinite(p.grad).all() for _, p in named]).all():
+        named = [(name, p) for name, p in self._params.items() if p.grad is not None]
+        norms = torch._foreach_norm([p.grad for _, p in named]) if named else []
+        if not named or torch.isfinite(torch.stack(norms)).all():
             return
         bad = [name for name, p in named if not torch.isfinite(p.grad).all()]
         for _, p in named:
@@ -399,6 +404,7 @@ class ForwardKL(_TakesDraws):
             traces = guide_first(
                 model, guide, args, kwargs, self.max_plate_nesting, outer=runs[-1]
             )
+            self._note_params(*traces)
             parts.append(log_densities(*traces, dim))
         lp, lq, _ = stack_particles(parts)
         j = next_state_index(lp - lq)
@@ -652,6 +658,7 @@ class Wasserstein(_TakesDraws):
         if self.draws is not None:
             model = SetDraws(self.draws, self.num_particles if dim else 1, dim)(model)
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        self._note_params(guide_trace)
         subsamples = guide_trace.copy()  # the model's plates subsample as the guide's did
         for name, site in guide_trace.nodes.items():
             if site["type"] != "sample" or type(site["fn"]).__name__ != "_Subsample":
