@@ -277,29 +277,11 @@ def run_hmc(
     ``kernel_kwargs={"adapt_step_size": False}``; ``num_steps=None`` uses Pyro's default
     trajectory length :math:`2\pi`, or ``kernel_kwargs["trajectory_length"]``).
 
-    ``*args, **kwargs`` are the model's arguments (its data). The options are keyword-only:
-
-    - ``num_samples`` draws per chain after ``warmup_steps`` adaptation steps;
-    - ``num_chains`` independent chains, chain ``c`` seeded with ``seed + c``;
-    - ``chain_method``: ``"auto"`` (parallel processes when there are several chains and
-      CPUs), ``"parallel"`` or ``"sequential"``; see the module doc for the fallback;
-    - ``kernel_kwargs``: more options of the Pyro kernel (``target_accept_prob``,
-      ``full_mass``, ``init_strategy``, ``max_plate_nesting``, ...). A model with a flat
-      ``dist.ImproperUniform`` prior needs ``init_strategy=init_to_value(values=...)``;
-    - ``progress_bar``: Pyro's progress bar (sequential chains only).
-
-    These option names are taken from the model's keyword arguments, so a model cannot have a
-    data argument of the same name.
-
-    Returns an ``arviz.InferenceData`` (groups in the module doc).
+    ``*args, **kwargs`` are the model's arguments; the other options, keyword-only, are those
+    of :func:`run_nuts`. Returns an ``arviz.InferenceData`` (groups in the module doc).
 
     Example::
 
-        >>> import torch, pyro, pyro.distributions as dist
-        >>> def model(y):
-        ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
-        ...     with pyro.plate("data", len(y)):
-        ...         pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
         >>> idata = run_hmc(model, torch.randn(20), num_samples=200, warmup_steps=200,
         ...                 step_size=0.1, num_steps=10)
         >>> idata.attrs["sampler"]
