@@ -7,6 +7,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from normal_normal import M0, S0, SIGMA, normal_data, normal_model, normal_posterior
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import (
     AutoDiagonalNormal,
@@ -39,25 +40,6 @@ def float64():
 
 
 # --- Normal-Normal: mu ~ N(M0, S0), y_i ~ N(mu, SIGMA) --------------------------------------
-
-M0, S0, SIGMA = 1.0, 2.0, 1.5
-
-
-def normal_model(y):
-    mu = pyro.sample("mu", dist.Normal(M0, S0))
-    pyro.deterministic("mu_doubled", 2.0 * mu)
-    with pyro.plate("data", y.shape[-1]):
-        pyro.sample("y", dist.Normal(mu, SIGMA), obs=y)
-
-
-def normal_data(n=10):
-    return 0.7 + SIGMA * torch.randn(n, generator=torch.Generator().manual_seed(1))
-
-
-def normal_posterior(y):
-    precision = 1 / S0**2 + len(y) / SIGMA**2
-    mean = (M0 / S0**2 + y.sum() / SIGMA**2) / precision
-    return mean, precision**-0.5
 
 
 def normal_log_evidence(y):
