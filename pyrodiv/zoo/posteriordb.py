@@ -114,16 +114,42 @@ def posterior_folder(name: str, path: str | os.PathLike | None = None) -> Path:
 
 
 def _read_json(folder: Path, stem: str) -> Any:
-    """Read ``stem.json.zip`` (first member) or, failing that, a plain ``stem.json``."""
+    """Read ``stem.json.zip`` (its one file member) or, failing that, a plain ``stem.json``.
+
+    :raises FileNotFoundError: if neither file exists.
+    :raises ValueError: naming the file, if it is not a readable zip (truncated or corrupt),
+        holds no file, or does not hold valid JSON.
+    """
     zipped = folder / f"{stem}.json.zip"
     if zipped.is_file():
-        with zipfile.ZipFile(zipped) as z:
-            members = [m for m in z.namelist() if not m.endswith("/")]
-            return json.loads(z.read(members[0]))
+        try:
+            with zipfile.ZipFile(zipped) as z:
+                members = [m for m in z.namelist() if not m.endswith("/")]
+                if not members:
+                    raise ValueError(f"{str(zipped)!r} is an empty zip archive (no file in it)")
+                text = z.read(members[0])
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as error:
+            raise ValueError(
+                f"{str(zipped)!r} is not a readable zip archive (truncated or corrupt?): {error}"
+            ) from error
+        return _parse_json(text, f"{zipped}:{members[0]}")
     plain = folder / f"{stem}.json"
     if plain.is_file():
-        return json.loads(plain.read_text())
+        return _parse_json(plain.read_bytes(), str(plain))
     raise FileNotFoundError(f"neither {str(zipped)!r} nor {str(plain)!r} exists")
+
+
+def _parse_json(text: bytes, where: str) -> Any:
+    """``json.loads(text)``, or a ``ValueError`` naming ``where`` (the file) and the position."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{where!r} does not hold valid JSON: {error}") from error
+
+
+def _read_json_file(path: Path) -> Any:
+    """A plain JSON file, or a ``ValueError`` naming it."""
+    return _parse_json(path.read_bytes(), str(path))
 
 
 def load_posterior_info(name: str, path: str | os.PathLike | None = None) -> dict:
@@ -134,7 +160,7 @@ def load_posterior_info(name: str, path: str | os.PathLike | None = None) -> dic
         >>> load_posterior_info("eight_schools")["dimensions"]  # doctest: +SKIP
         {'theta': 8, 'mu': 1, 'tau': 1}
     """
-    return json.loads((posterior_folder(name, path) / "posterior.json").read_text())
+    return _read_json_file(posterior_folder(name, path) / "posterior.json")
 
 
 def _is_int_list(values: list) -> bool:
@@ -169,7 +195,13 @@ def load_data(
         (434, torch.float32)
     """
     dtype = torch.get_default_dtype() if dtype is None else dtype
-    raw = _read_json(posterior_folder(name, path), "data")
+    folder = posterior_folder(name, path)
+    raw = _read_json(folder, "data")
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"{str(folder / 'data.json.zip')!r}: expected a JSON object (a dict of data), got "
+            f"{type(raw).__name__}"
+        )
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if isinstance(value, list):
@@ -237,7 +269,15 @@ def load_reference_draws(
         >>> draws["beta"].shape, draws["sigma"].shape  # doctest: +SKIP
         ((10, 1000, 2), (10, 1000))
     """
-    chains = _read_json(posterior_folder(name, path), "reference_draws")
+    folder = posterior_folder(name, path)
+    chains = _read_json(folder, "reference_draws")
+    if not (
+        isinstance(chains, list) and chains and all(isinstance(c, dict) and c for c in chains)
+    ):
+        raise ValueError(
+            f"{str(folder / 'reference_draws.json.zip')!r}: expected a non-empty list of chains, "
+            "each a dict from parameter name to its draws"
+        )
     keys = list(chains[0])
     flat = {k: np.asarray([c[k] for c in chains], dtype=np.float64) for k in keys}
     return group_draws(flat)
