@@ -7,9 +7,9 @@ Example::
                          loss=pyrodiv.ForwardKL(num_particles=256, vectorize_particles=True))
 """
 
-from .fit import FitResult, fit
-from .generators import GENERATOR_NAMES, Generator, get_generator
-from .losses import (
+from . import _moved
+from .divergences.generators import GENERATOR_NAMES, Generator, get_generator
+from .divergences.losses import (
     CUBO,
     CrossEntropy,
     DivergenceLoss,
@@ -21,17 +21,20 @@ from .losses import (
     Wasserstein,
     get_loss,
 )
-from .targets import SampleTarget
+from .divergences.targets import SampleTarget
+from .inference.fit import FitResult, FitSettings, fit
+
+_moved.install()
 
 __version__ = "0.1.0"
 
 # The comparison layer imports ArviZ, which is slow to import: load it on first use.
 _LAZY = {
-    "compare_posteriors": "comparison",
-    "run_nuts": "baselines",
-    "run_hmc": "baselines",
-    "guide_to_inference_data": "inference_data",
-    "psis_khat": "diagnostics",
+    "compare_posteriors": "inference.comparison",
+    "run_nuts": "inference.baselines",
+    "run_hmc": "inference.baselines",
+    "guide_to_inference_data": "inference.inference_data",
+    "psis_khat": "inference.diagnostics",
 }
 
 
@@ -50,6 +53,7 @@ __all__ = [
     "DivergenceLoss",
     "FDivergence",
     "FitResult",
+    "FitSettings",
     "ForwardKL",
     "GENERATOR_NAMES",
     "Generator",

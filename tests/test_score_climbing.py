@@ -68,19 +68,20 @@ def test_the_chain_state_is_particle_zero_of_the_next_step(vectorize):
 
     def recording_guide():
         z = guide()
-        draws.append(z.detach().reshape(-1))
+        if not vectorize or z.numel() > 1:  # not the one-particle check of the first run
+            draws.append(z.detach().reshape(-1))
 
     pyro.set_rng_seed(1)
     loss = pyrodiv.ForwardKL(num_particles=3, vectorize_particles=vectorize, estimator="msc")
     loss.loss(model, recording_guide)
-    state = loss._state["z"].reshape(-1)
+    state = loss.chain.state["z"].reshape(-1)
     first = torch.cat(draws[-3:] if not vectorize else draws[-1:])
     assert (first == state).any()  # the new state is one of this step's particles
     loss.loss(model, recording_guide)
     second = draws[-3] if not vectorize else draws[-1][:1]
     assert torch.equal(second, state)
     loss.reset_state()
-    assert loss._state is None
+    assert loss.chain.state is None
 
 
 def test_unknown_estimators_are_refused():
@@ -103,11 +104,11 @@ def test_the_state_belongs_to_one_model_and_one_subsample():
     pyro.set_rng_seed(0)
     loss = pyrodiv.ForwardKL(num_particles=4, vectorize_particles=True, estimator="msc")
     loss.loss(local_model, local_guide)
-    kept = loss._state_subsamples["data"]
-    retain = RetainParticle(loss._state, -2, loss._state_subsamples)
+    kept = loss.chain.subsamples["data"]
+    retain = RetainParticle(loss.chain.state, -2, loss.chain.subsamples)
     with retain, pyro.plate("particles", 4, dim=-2):
         local_guide()
     # a fresh subsample of 5 of 20 points differs from the state's: the state is dropped
     assert not torch.equal(retain.subsamples["data"], kept) and retain.state_lost
     loss.loss(model, guide)  # another model: the chain starts again
-    assert loss._state_of == (model, guide) and "z" in loss._state
+    assert loss.chain.owner == (model, guide) and "z" in loss.chain.state

@@ -79,9 +79,20 @@ def test_every_loss_follows_the_table_of_ingredients(
         assert loss.divergence in message
         assert f"needs {MISSING[name]}" in message
         assert f"this {kind} target cannot give" in message
-        assert loss.instead in message
+        assert loss.instead(kind) in message and loss.instead(kind)
     else:
         assert torch.isfinite(torch.tensor(loss.loss(model, guide)))
+
+
+@pytest.mark.parametrize("name", list(MISSING))
+def test_each_loss_table_agrees_with_the_talks_ingredients(name):
+    # A loss has a plan for a kind of target exactly when the kind gives what the talk's
+    # table says the divergence needs (x ~ P replaced by importance sampling on posteriors).
+    loss = get_loss(name)
+    for kind in ("prior", "posterior", "sample"):
+        needs = set(loss.needs) - ({"x ~ P"} if loss.self_normalizes else set())
+        gives = available(kind)
+        assert (kind in loss.plans()) == (needs <= gives), (name, kind)
 
 
 def test_require_names_what_is_missing_and_what_to_do():
@@ -198,7 +209,7 @@ def test_draws_must_cover_every_latent_site_and_only_the_models_sites():
     some = torch.randn(10)
     with pytest.raises(ValueError, match="no values for the model's latent site 'b'"):
         pyrodiv.CrossEntropy(draws={"a": some}).loss(model, two_site_guide)
-    with pytest.raises(ValueError, match=r"draws of \['c'\]: the model has no such site"):
+    with pytest.raises(ValueError, match=r"draws of \['c'\]: the model has no such latent site"):
         pyrodiv.CrossEntropy(draws={"a": some, "b": some, "c": some}).loss(model, two_site_guide)
 
 

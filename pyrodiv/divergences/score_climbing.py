@@ -92,6 +92,46 @@ def select_particle(values: dict, axes: dict, index: int) -> dict:
     return {name: v.select(axes[name], index).clone() for name, v in values.items()}
 
 
+class Chain:
+    """The Markov chain of score climbing, kept between optimizer steps: its state (one
+    particle's draws of every guide site), the plate subsamples it was drawn with, and the
+    model and guide it belongs to (a new pair resets it).
+
+    Example::
+
+        >>> chain = Chain()
+        >>> chain.state is None
+        True
+    """
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        """Forget the state."""
+        self.state, self.subsamples, self.owner = None, None, None
+
+    def follow(self, model, guide):
+        """Reset the chain if it belongs to another model and guide."""
+        if self.owner != (model, guide):
+            self.reset()
+            self.owner = (model, guide)
+
+    def handler(self, particle_dim: int | None, first: bool = True) -> RetainParticle:
+        """The :class:`RetainParticle` of one run: the state enters the first particle."""
+        return RetainParticle(self.state if first else None, particle_dim, self.subsamples)
+
+    def advance(self, handlers: list[RetainParticle], log_weights: torch.Tensor):
+        """Move the state to particle :math:`J \\sim \\mathrm{Categorical}(\\bar w)` of
+        the runs recorded by ``handlers`` (one vectorized run, or one per particle)."""
+        j = next_state_index(log_weights)
+        if len(handlers) > 1:
+            self.state, self.subsamples = dict(handlers[j].values), handlers[j].subsamples
+        else:
+            run = handlers[0]
+            self.state, self.subsamples = select_particle(run.values, run.axes, j), run.subsamples
+
+
 def next_state_index(log_weights: torch.Tensor) -> int:
     r"""Draw :math:`J \sim \mathrm{Categorical}(\mathrm{softmax}(\log w))`, the new state's
     particle, from torch's random state."""

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pyrodiv import arviz_adapter
-from pyrodiv.inference_data import guide_log_weights
+from . import arviz_adapter
+from .inference_data import guide_log_weights
 
 __all__ = ["psis_khat"]
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import io
 import multiprocessing
-import operator
 import os
 import pickle
 import time
@@ -39,24 +38,13 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 from pyro.infer import HMC, MCMC, NUTS
 
-from pyrodiv.inference_data import _samples_to_idata, _seeded
+from ..validation import check_int, seeded
+from .inference_data import _samples_to_idata
 
 __all__ = ["mcmc_to_inference_data", "run_hmc", "run_nuts"]
 
 _KERNELS = {"NUTS": NUTS, "HMC": HMC}
 _CHAIN_METHODS = ("auto", "parallel", "sequential")
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _run_chain(
@@ -76,7 +64,7 @@ def _run_chain(
     torch.set_default_dtype(dtype)
     if num_threads is not None:
         torch.set_num_threads(num_threads)
-    with _seeded(seed):
+    with seeded(seed):
         kernel = _KERNELS[kernel_name](model, **kernel_kwargs)
         mcmc = MCMC(
             kernel,
@@ -130,10 +118,10 @@ def _run_mcmc(
 ):
     if not callable(model):
         raise ValueError(f"model must be a callable Pyro model, got {type(model).__name__}")
-    num_samples = _check_int(num_samples, "num_samples", 1)
-    warmup_steps = _check_int(warmup_steps, "warmup_steps", 0)
-    num_chains = _check_int(num_chains, "num_chains", 1)
-    seed = _check_int(seed, "seed", 0)
+    num_samples = check_int(num_samples, "num_samples", 1)
+    warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
+    num_chains = check_int(num_chains, "num_chains", 1)
+    seed = check_int(seed, "seed", 0)
     if chain_method not in _CHAIN_METHODS:
         raise ValueError(f"chain_method must be one of {_CHAIN_METHODS}, got {chain_method!r}")
     kernel_kwargs = dict(kernel_kwargs or {})
@@ -288,7 +276,7 @@ def run_hmc(
         'HMC'
     """
     if num_steps is not None:
-        num_steps = _check_int(num_steps, "num_steps", 1)
+        num_steps = check_int(num_steps, "num_steps", 1)
     if not (isinstance(step_size, (int, float)) and step_size > 0):
         raise ValueError(f"step_size must be a positive number, got {step_size!r}")
     options = {"step_size": step_size, "num_steps": num_steps, **dict(kernel_kwargs or {})}

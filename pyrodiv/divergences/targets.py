@@ -38,8 +38,9 @@ import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import get_plates
+from torch.distributions import biject_to
 
-#: The kinds of target a loss can be given.
+#: The kinds of target a loss can be given (``"auto"``: read from the model).
 TARGET_KINDS = ("prior", "posterior", "sample")
 #: The four ingredients of the talk's table of methods, in its order.
 INGREDIENTS = ("log p", "x ~ P", "log q", "x ~ Q")
@@ -105,7 +106,7 @@ def posterior_draws(idata) -> dict[str, torch.Tensor]:
         >>> idata = pyrodiv.run_nuts(model, y, num_samples=500)  # doctest: +SKIP
         >>> loss = pyrodiv.ForwardKL(num_particles=64, draws=posterior_draws(idata))
     """
-    from . import arviz_adapter
+    from ..inference import arviz_adapter
 
     draws = {}
     for name in arviz_adapter.var_names(idata):
@@ -204,6 +205,8 @@ class SetDraws(Messenger):
         ``arviz.InferenceData`` whose posterior group holds them.
     :param int num_particles: draws per run (the particle plate's size), or 1.
     :param particle_dim: the particle plate's dim (negative), or ``None`` when sequential.
+    :param rows: the rows to take (``num_particles`` of them, or one when sequential);
+        random rows by default.
 
     Example::
 
@@ -213,26 +216,35 @@ class SetDraws(Messenger):
         True
     """
 
-    def __init__(self, draws, num_particles: int = 1, particle_dim: int | None = None):
+    def __init__(self, draws, num_particles: int = 1, particle_dim: int | None = None, rows=None):
         super().__init__()
         self.draws = _check_draws(draws)
         self.num_particles = num_particles
         self.particle_dim = particle_dim
+        self.rows = rows
 
     def __enter__(self):
         some = next(iter(self.draws.values()))
         shape = (self.num_particles,) if self.particle_dim is not None else ()
-        self.index = torch.randint(some.shape[0], shape, device=some.device)
-        self.seen = set()
+        if self.rows is not None:
+            self.index = torch.as_tensor(self.rows).reshape(shape)
+        else:
+            self.index = torch.randint(some.shape[0], shape, device=some.device)
+        self.seen, self.latent, self.missing = set(), set(), []
         return super().__enter__()
 
     def __exit__(self, exc_type, exc_value, traceback):
         result = super().__exit__(exc_type, exc_value, traceback)
-        unused = set(self.draws) - self.seen
+        unused = set(self.draws) - self.latent
         if exc_type is None and unused:
             raise ValueError(
-                f"draws of {sorted(unused)}: the model has no such site (its sites: "
-                f"{sorted(self.seen)})"
+                f"draws of {sorted(unused)}: the model has no such latent site (its latent "
+                f"sites: {sorted(self.latent)})"
+            )
+        if exc_type is None and self.missing:
+            raise ValueError(
+                f"draws have no values for the model's latent site {self.missing[0]!r}; give "
+                "draws of every latent site (it would otherwise be drawn from its prior)"
             )
         return result
 
@@ -241,11 +253,19 @@ class SetDraws(Messenger):
         self.seen.add(name)
         if msg["is_observed"] or type(msg["fn"]).__name__ == "_Subsample":
             return
-        if name not in self.draws:
-            raise ValueError(
-                f"draws have no values for the model's latent site {name!r}; give draws of "
-                "every latent site (it would otherwise be drawn from its prior)"
-            )
+        self.latent.add(name)
+        if name not in self.draws:  # reported on exit; a feasible value lets the run finish
+            self.missing.append(name)
+            try:
+                shape = msg["fn"].shape()
+                msg["value"] = biject_to(msg["fn"].support)(torch.zeros(shape))
+            except (NotImplementedError, TypeError, RuntimeError):
+                raise ValueError(
+                    f"draws have no values for the model's latent site {name!r}; give draws of "
+                    "every latent site (it would otherwise be drawn from its prior)"
+                ) from None
+            msg["done"] = True
+            return
         value = self.draws[name][self.index]
         site_shape = value.shape[value.dim() - self.draws[name].dim() + 1 :]
         if self.particle_dim is not None:

@@ -44,16 +44,16 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import autoguide
 
-from . import arviz_adapter
-from . import figures as plots
-from .baselines import run_nuts
-from .comparison import compare_posteriors
-from .fit import FitResult, fit
-from .generators import GENERATOR_NAMES
-from .inference_data import guide_to_inference_data, samples_to_inference_data
-from .losses import LOSSES, get_loss
-from .output import num, table
-from .zoo import ZOO, get_entry
+from ..divergences.generators import GENERATOR_NAMES
+from ..divergences.losses import LOSSES, get_loss
+from ..inference import arviz_adapter
+from ..inference import figures as plots
+from ..inference.baselines import run_nuts
+from ..inference.comparison import compare_posteriors
+from ..inference.fit import FitResult, fit
+from ..inference.inference_data import guide_to_inference_data, samples_to_inference_data
+from ..inference.output import num, table
+from . import ZOO, get_entry
 
 __all__ = [
     "DEFAULT_LOSSES",

@@ -1,0 +1,57 @@
+"""The package's earlier flat module names (``pyrodiv.losses``, ``pyrodiv.fit``, ...), kept
+importable after the modules moved into the layer packages.
+
+``import pyrodiv.losses`` gives the module object of ``pyrodiv.divergences.losses`` itself (not
+a copy), so ``pyrodiv.losses.ForwardKL is pyrodiv.divergences.losses.ForwardKL``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+
+#: Earlier module name (under ``pyrodiv.``) -> where it lives now.
+MOVED = {
+    "generators": "divergences.generators",
+    "estimators": "divergences.estimators",
+    "targets": "divergences.targets",
+    "traces": "divergences.traces",
+    "losses": "divergences.losses",
+    "transport": "divergences.transport",
+    "score_climbing": "divergences.score_climbing",
+    "quadrature": "divergences.quadrature",
+    "jit": "divergences.jit",
+    "fit": "inference.fit",
+    "baselines": "inference.baselines",
+    "inference_data": "inference.inference_data",
+    "diagnostics": "inference.diagnostics",
+    "comparison": "inference.comparison",
+    "arviz_adapter": "inference.arviz_adapter",
+    "figures": "inference.figures",
+    "output": "inference.output",
+    "zoo_comparison": "zoo.comparison",
+}
+
+
+class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, fullname, path=None, target=None):
+        head, _, tail = fullname.partition(".")
+        if head == "pyrodiv" and tail in MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        module = importlib.import_module(f"pyrodiv.{MOVED[spec.name.partition('.')[2]]}")
+        self._spec = module.__spec__  # the import system overwrites it with the alias's
+        return module
+
+    def exec_module(self, module):
+        module.__spec__ = self._spec
+
+
+def install() -> None:
+    """Make the earlier names importable (idempotent)."""
+    if not any(isinstance(f, _Alias) for f in sys.meta_path):
+        sys.meta_path.append(_Alias())

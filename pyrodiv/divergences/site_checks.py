@@ -1,0 +1,161 @@
+r"""Checks of guide and model sites that no divergence can use: point masses in the guide
+(no :math:`\log q`) and enumerated model sites that the guide does not sample.
+
+Example::
+
+    >>> is_delta(dist.Delta(torch.tensor(0.0)).to_event(0))
+    True
+"""
+
+from __future__ import annotations
+
+from pyro import poutine
+from pyro.distributions import Delta
+from pyro.infer.autoguide import AutoDelta, AutoGuide, AutoGuideList
+
+
+def is_delta(fn) -> bool:
+    """Whether a site's distribution is a ``Delta``, possibly wrapped (``to_event``, masks,
+    ``expand``, transforms)."""
+    while not isinstance(fn, Delta):
+        fn = getattr(fn, "base_dist", None)
+        if fn is None:
+            return False
+    return True
+
+
+def _is_discrete(site) -> bool:
+    try:
+        return bool(site["fn"].support.is_discrete)
+    except (AttributeError, NotImplementedError):
+        return False
+
+
+def _density_sites(guide) -> set | None:
+    """Model sites that the autoguide parts of ``guide`` draw with a density (every autoguide
+    but ``AutoDelta``, also inside an ``AutoGuideList``); ``None`` when ``guide`` is no
+    autoguide."""
+    guide = poutine.unwrap(guide)
+    if isinstance(guide, AutoGuideList):
+        return set().union(*(_density_sites(part) or set() for part in guide))
+    if not isinstance(guide, AutoGuide):
+        return None
+    if isinstance(guide, AutoDelta) or getattr(guide, "prototype_trace", None) is None:
+        return set()
+    return {name for name, _ in guide.prototype_trace.iter_stochastic_nodes()}
+
+
+def point_mass_sites(guide, guide_trace, model_trace=None) -> list[str]:
+    r"""Names of the latent guide sites that are point masses, where :math:`\log q` has no
+    density.
+
+    A latent guide site whose distribution is a ``dist.Delta`` is a point mass unless it is a
+    reparameterized transform of an auxiliary draw with a density (then its ``Delta`` carries
+    that density and the Jacobian, as in ``AutoNormal`` and the ``AutoContinuous`` family).
+    So the point masses are: the sites of an ``AutoDelta`` (also as a part of an
+    ``AutoGuideList``), auxiliary sites that are themselves ``Delta``
+    (``AutoLaplaceApproximation`` before its Laplace step), and, in a guide that is no
+    autoguide, ``Delta`` sites when the guide draws no auxiliary site with a density. A
+    ``Delta`` on a site that is discrete in the model (``model_trace``) is a probability mass
+    with :math:`\log q = 0` at its value, not a point mass.
+
+    Example::
+
+        >>> def model():
+        ...     pyro.sample("z", dist.Normal(0.0, 1.0))
+        >>> def guide():
+        ...     pyro.sample("z", dist.Delta(pyro.param("z_map", torch.tensor(0.0))))
+        >>> point_mass_sites(guide, poutine.trace(guide).get_trace())
+        ['z']
+    """
+    covered = _density_sites(guide)
+    has_auxiliary_density = any(
+        site["type"] == "sample" and site["infer"].get("is_auxiliary") and not is_delta(site["fn"])
+        for site in guide_trace.nodes.values()
+    )
+    names = []
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or not is_delta(site["fn"]):
+            continue
+        if model_trace is not None and name in model_trace.nodes:
+            if _is_discrete(model_trace.nodes[name]):
+                continue
+        if site["infer"].get("is_auxiliary"):
+            names.append(name)
+        elif covered is not None:
+            if name not in covered:
+                names.append(name)
+        elif not has_auxiliary_density:
+            names.append(name)
+    return names
+
+
+def mark_point_masses(guide, guide_trace, model_trace=None):
+    """Mark the sites of :func:`point_mass_sites` with ``infer["point_mass"] = True`` (for
+    :func:`check_densities`) and return ``guide_trace``.
+
+    Example (``guide`` as in :func:`point_mass_sites`)::
+
+        >>> trace = mark_point_masses(guide, poutine.trace(guide).get_trace())
+        >>> trace.nodes["z"]["infer"]["point_mass"]
+        True
+    """
+    for name in point_mass_sites(guide, guide_trace, model_trace):
+        site = guide_trace.nodes[name]
+        site["infer"] = {**site["infer"], "point_mass": True}
+    return guide_trace
+
+
+def check_densities(guide_trace) -> None:
+    """Raise a ValueError naming the first guide site marked as a point mass by
+    :func:`mark_point_masses`: every divergence here needs :math:`\\log q`, which a point mass
+    does not have.
+
+    Example (``guide`` as in :func:`point_mass_sites`)::
+
+        >>> check_densities(mark_point_masses(guide, poutine.trace(guide).get_trace()))
+        Traceback (most recent call last):
+        ...
+        ValueError: guide site 'z' is a point mass (Delta) and has no density; ...
+    """
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample" and site["infer"].get("point_mass"):
+            raise ValueError(
+                f"guide site {name!r} is a point mass (Delta) and has no density; the "
+                "divergence losses need log q. Use a guide with a density (AutoNormal, "
+                "AutoDiagonalNormal, AutoMultivariateNormal, or a Normal in a hand-written "
+                "guide) or a sample-based loss; for a point estimate, use pyro.infer.Trace_ELBO "
+                "with AutoDelta (MAP)"
+            )
+
+
+def check_enumeration(model_trace, guide_trace) -> None:
+    """Raise a ValueError naming a latent model site marked for enumeration
+    (``infer={"enumerate": ...}``, ``config_enumerate``) that the guide does not sample.
+
+    The losses draw every latent site from the guide and sum out none, so such a site would be
+    drawn from the model's prior and missing from :math:`\\log q`. Guide sites marked for
+    enumeration are drawn like any other (a discrete one trains by the score function).
+
+    Example::
+
+        >>> def model():
+        ...     pyro.sample("k", dist.Bernoulli(0.3), infer={"enumerate": "parallel"})
+        >>> empty_guide_trace = poutine.trace(lambda: None).get_trace()
+        >>> check_enumeration(poutine.trace(model).get_trace(), empty_guide_trace)
+        Traceback (most recent call last):
+        ...
+        ValueError: model site 'k' is marked for enumeration ...
+    """
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        how = site["infer"].get("enumerate")
+        if how and (name not in guide_trace.nodes or guide_trace.nodes[name]["type"] != "sample"):
+            raise ValueError(
+                f"model site {name!r} is marked for enumeration (infer={{'enumerate': {how!r}}}) "
+                "but the guide does not sample it; the divergence losses draw every latent site "
+                f"from the guide and sum out none. Sample {name!r} in the guide (a discrete "
+                "guide site trains by the score function), or sum it out in the model by hand "
+                "(a MixtureSameFamily, or a logsumexp in a pyro.factor)"
+            )
