@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from .. import ForwardKL, JensenShannon, ReverseKL
 from ..output import new_figure, save_figure
+from .batched import Row, fit_rows
 from .common import (
     COLORS,
     bimodal,
@@ -105,8 +106,10 @@ def bimodal_fits(
 
     Also: forward KL run ``long_steps`` steps (its state at ``steps`` is the talk's run) and
     at ``high_lr``, to show that it reaches :math:`N(0, 50.4)`; and JSD from :math:`N(1, 1)`
-    over ``basin_seeds`` seeds for both scale parameterizations, counting which optimum each
-    run reaches (:func:`basin`). ``runs`` restricts the main runs to a subset of
+    in ``basin_seeds`` runs for both scale parameterizations, counting which optimum each
+    run reaches (:func:`basin`): the main run (``seed``) and ``basin_seeds - 1`` more, trained
+    together as one batch of independent fits (:func:`~pyrodiv.demo.batched.fit_rows`, seed
+    ``seed + 1``). ``runs`` restricts the main runs to a subset of
     :data:`RUNS`.
 
     Writes one figure per run (``bimodal_<run>.png``: densities and trajectory),
@@ -219,37 +222,48 @@ def bimodal_fits(
         if "variance" in opt:
             opt["sd"] = opt["variance"] ** 0.5
 
-    # which optimum JSD from N(1, 1) reaches, over seeds, for both scale parameterizations
+    # which optimum JSD from N(1, 1) reaches, over runs, for both scale parameterizations:
+    # run 0 is the main run of each scale; the others are trained together as one batch of
+    # independent fits (pyrodiv.demo.batched), with the next seed
+    extra = [
+        Row("jensen_shannon", start=(1.0, 1.0), scale=scale, two_sample=True)
+        for scale in ("L", "exp")
+        for _ in range(1, basin_seeds)
+    ]
+    more = (
+        fit_rows(
+            model,
+            extra,
+            steps=steps,
+            lr=lr,
+            particles=particles,
+            seed=seed + 1,
+            progress=progress,
+        )
+        if extra
+        else []
+    )
     basins = {}
     for scale in ("L", "exp"):
         finals = []
-        for k in range(basin_seeds):
-            main = result["runs"].get("jsd_right" if scale == "L" else "jsd_right_exp")
-            if k == 0 and main is not None:
-                loc, var = main["ours"]["loc"], main["ours"]["variance"]
-                traj = main["trajectory"]
-            else:
-                fit = fit_normal(
-                    model,
-                    make_loss("JSD", particles),
-                    start=(1.0, 1.0),
-                    scale=scale,
-                    steps=steps,
-                    lr=lr,
-                    seed=seed + k,
-                    progress=progress,
-                    desc=f"JSD basins, scale {scale}, seed {seed + k}",
-                )
-                loc, var, traj = fit["loc"], fit["variance"], fit["trajectory"]
-            finals.append(
-                {
-                    "seed": seed + k,
-                    "loc": loc,
-                    "variance": var,
-                    "basin": basin(loc, var),
-                    "trajectory": {"step": traj["step"], "loc": traj["loc"]},
-                }
+        main = result["runs"].get("jsd_right" if scale == "L" else "jsd_right_exp")
+        if basin_seeds > 0 and main is not None:
+            finals.append(_basin_run(0, seed, main["ours"], main["trajectory"]))
+        elif basin_seeds > 0:
+            fit = fit_normal(
+                model,
+                make_loss("JSD", particles),
+                start=(1.0, 1.0),
+                scale=scale,
+                steps=steps,
+                lr=lr,
+                seed=seed,
+                progress=progress,
             )
+            finals.append(_basin_run(0, seed, fit, fit["trajectory"]))
+        for row, fit in zip(extra, more, strict=True):
+            if row.scale == scale:
+                finals.append(_basin_run(len(finals), seed + 1, fit, fit["trajectory"]))
         counts = {b: sum(f["basin"] == b for f in finals) for b in ("mode", "broad", "neither")}
         basins[scale] = {"runs": finals, "counts": counts}
     result["jsd_basins"] = basins
@@ -257,6 +271,18 @@ def bimodal_fits(
     if out_dir is not None:
         result["figures"] += _figures(out_dir, result, log_p, steps)
     return result
+
+
+def _basin_run(run: int, seed: int, state: dict, trajectory: dict) -> dict:
+    return {
+        "run": run,
+        "seed": seed,
+        "batched": run > 0,
+        "loc": state["loc"],
+        "variance": state["variance"],
+        "basin": basin(state["loc"], state["variance"]),
+        "trajectory": {"step": trajectory["step"], "loc": trajectory["loc"]},
+    }
 
 
 def _figures(out_dir, result, log_p, steps):

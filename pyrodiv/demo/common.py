@@ -25,9 +25,6 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from tqdm.auto import tqdm
-
-from ..quadrature import divergence, optimal_normal
 
 #: Means and common variance of the talk's bimodal target (its code, not its captions).
 BIMODAL_MEANS = (-7.0, 7.0)
@@ -100,17 +97,50 @@ def target_model(distribution) -> Callable[[], torch.Tensor]:
     return model
 
 
+_LOG_PROB_FNS: dict = {}
+
+
 def log_prob_fn(distribution_factory) -> Callable[[torch.Tensor], torch.Tensor]:
     """A float64 ``log p(x)`` callable for quadrature, from ``distribution_factory(dtype)``.
+
+    The same factory gives the same callable, so that exact optima computed for it are
+    computed once (:func:`exact_optimum` remembers them).
 
     Example::
 
         >>> lp = log_prob_fn(bimodal)
         >>> lp(torch.zeros(1, dtype=torch.float64)).dtype
         torch.float64
+        >>> lp is log_prob_fn(bimodal)
+        True
     """
-    d = distribution_factory(torch.float64)
-    return d.log_prob
+    if distribution_factory not in _LOG_PROB_FNS:
+        _LOG_PROB_FNS[distribution_factory] = _LastGrid(
+            distribution_factory(torch.float64).log_prob
+        )
+    return _LOG_PROB_FNS[distribution_factory]
+
+
+class _LastGrid:
+    r"""``log_prob`` that remembers its last grid: a quadrature search evaluates :math:`\log p`
+    on the same grid thousands of times (only :math:`q` changes), so it is computed once."""
+
+    def __init__(self, log_prob):
+        self.log_prob = log_prob
+        self.x = self.y = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad:
+            return self.log_prob(x)
+        last = self.x
+        if (
+            last is None
+            or last.shape != x.shape
+            or last.dtype != x.dtype
+            or not torch.equal(last, x)
+        ):
+            self.x, self.y = x.clone(), self.log_prob(x)
+        return self.y
 
 
 # ---- the talk's guide and fit loop --------------------------------------------------------
@@ -169,18 +199,22 @@ def fit_normal(
     seed: int = 0,
     record: int = 200,
     checkpoints=(),
-    progress: bool = False,
+    progress=False,
     desc: str | None = None,
 ) -> dict:
-    r"""Fit the talk's Normal guide to ``model`` with ``pyro.infer.SVI(model, guide,
-    Adam(lr), loss)`` for ``steps`` steps: :math:`\theta \leftarrow \mathrm{Adam}(\nabla_\theta
-    \hat D(P\|Q_\theta))`, from a cleared param store and ``pyro.set_rng_seed(seed)``.
+    r"""Fit the talk's Normal guide to ``model`` with :func:`pyrodiv.fit` (``pyro.infer.SVI``
+    with ``Adam(lr)`` and ``loss``) for ``steps`` steps: :math:`\theta \leftarrow
+    \mathrm{Adam}(\nabla_\theta \hat D(P\|Q_\theta))`, from a cleared param store and
+    ``pyro.set_rng_seed(seed)``.
 
     Returns ``{"loc", "variance", "start", "scale", "steps", "lr", "seed", "trajectory",
     "checkpoints"}`` where ``trajectory`` holds ``step``, ``loc``, ``variance`` (about
     ``record`` points, the first being the start) and ``loss`` (the mean of the loss values
     since the last point), and ``checkpoints`` maps each step in ``checkpoints`` (as a string)
     to ``{"loc", "variance"}`` after that step.
+
+    ``progress`` is ``False``, ``True`` (a bar for this fit) or a
+    :class:`~pyrodiv.demo.progress.Tracker`, which is advanced by one unit per step.
 
     Example::
 
@@ -192,27 +226,35 @@ def fit_normal(
         >>> len(fit["trajectory"]["step"]) > 1
         True
     """
+    import pyrodiv
+
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     guide = normal_guide(start, scale)
-    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": lr}), loss=loss)
     every = max(1, steps // max(1, record))
     traj = {"step": [0], "loc": [float(start[0])], "variance": [float(start[1])], "loss": []}
     window = []
     snaps = {}
-    bar = tqdm(range(1, steps + 1), desc=desc, leave=False, disable=not progress, mininterval=0.5)
-    for step in bar:
-        window.append(svi.step())
+    checkpoints = set(checkpoints)
+    tracker = progress if hasattr(progress, "advance") else None
+
+    def callback(step, value):
+        window.append(value)
         if step % every == 0 or step == steps:
             loc, var = guide_state()
             traj["step"].append(step)
             traj["loc"].append(loc)
             traj["variance"].append(var)
             traj["loss"].append(float(np.mean(window)))
-            window = []
+            window.clear()
+            if tracker is not None:
+                tracker.advance(every if step % every == 0 else step % every)
         if step in checkpoints:
             loc, var = guide_state()
             snaps[str(step)] = {"loc": loc, "variance": var}
+
+    settings = pyrodiv.FitSettings(num_steps=steps, lr=lr, progress=progress is True, desc=desc)
+    pyrodiv.fit(model, guide, loss=loss, settings=settings, callback=callback)
     loc, var = guide_state()
     return {
         "loc": loc,
@@ -230,11 +272,16 @@ def fit_normal(
 # ---- quadrature references ----------------------------------------------------------------
 
 
+_OPTIMA: dict = {}
+
+
 def exact_optimum(f, log_p, start=(0.0, 1.0), n: int = 16001, **params) -> dict:
     r"""The local optimum :math:`\arg\min_{\mu, v} D_f(P\|N(\mu, v))` by quadrature
     (:func:`pyrodiv.quadrature.optimal_normal`), searched from ``start = (mu, variance)``.
 
-    Returns ``{"loc", "variance", "divergence"}`` (nats).
+    Returns ``{"loc", "variance", "divergence"}`` (nats). A search is run once: a generator
+    given by name, with the same ``log_p``, start, grid and parameters, gets the remembered
+    result (a copy), since several experiments ask for the same optima.
 
     Example::
 
@@ -242,12 +289,22 @@ def exact_optimum(f, log_p, start=(0.0, 1.0), n: int = 16001, **params) -> dict:
         >>> round(opt["variance"], 1)
         50.4
     """
-    from ..generators import get_generator
+    from .. import get_generator, quadrature
 
+    key = None
+    if isinstance(f, str):
+        key = (f, log_p, float(start[0]), float(start[1]), n, tuple(sorted(params.items())))
+        if key in _OPTIMA:
+            return dict(_OPTIMA[key])
     g = get_generator(f, **params)
     lo, hi = QUAD_RANGE
-    opt = optimal_normal(g, log_p, start=(start[0], math.sqrt(start[1])), lo=lo, hi=hi, n=n)
-    return {"loc": opt["loc"], "variance": opt["variance"], "divergence": opt["divergence"]}
+    opt = quadrature.optimal_normal(
+        g, log_p, start=(start[0], math.sqrt(start[1])), lo=lo, hi=hi, n=n
+    )
+    result = {"loc": opt["loc"], "variance": opt["variance"], "divergence": opt["divergence"]}
+    if key is not None:
+        _OPTIMA[key] = dict(result)
+    return result
 
 
 def exact_divergence(f, log_p, loc: float, variance: float, n: int = 16001, **params) -> float:
@@ -258,12 +315,12 @@ def exact_divergence(f, log_p, loc: float, variance: float, n: int = 16001, **pa
         >>> round(exact_divergence("kl_reverse", log_prob_fn(bimodal), 7.0, 1.4), 4)  # log 2
         0.6931
     """
-    from ..generators import get_generator
-    from ..quadrature import normal_log_prob
+    from .. import get_generator, quadrature
 
     g = get_generator(f, **params)
     lo, hi = QUAD_RANGE
-    return divergence(g, log_p, normal_log_prob(loc, math.sqrt(variance)), lo=lo, hi=hi, n=n)
+    q = quadrature.normal_log_prob(loc, math.sqrt(variance))
+    return quadrature.divergence(g, log_p, q, lo=lo, hi=hi, n=n)
 
 
 # ---- formatting and figures ---------------------------------------------------------------
@@ -276,8 +333,22 @@ def fmt_normal(loc: float, variance: float, digits: int = 2) -> str:
 
         >>> fmt_normal(-7.2829, 3.2358, 4)
         'N(-7.2829, 3.2358)'
+        >>> fmt_normal(-0.0004, 50.4)  # no "-0.00"
+        'N(0.00, 50.40)'
     """
-    return f"N({loc:.{digits}f}, {variance:.{digits}f})"
+    return f"N({fixed(loc, digits)}, {fixed(variance, digits)})"
+
+
+def fixed(x: float, digits: int = 2) -> str:
+    """``x`` with ``digits`` decimals, without the sign of a value that rounds to zero.
+
+    Example::
+
+        >>> fixed(-0.0001, 2), fixed(-0.5, 0), fixed(-1.25, 1)
+        ('0.00', '0', '-1.2')
+    """
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def density_xgrid(lo: float = -20.0, hi: float = 20.0, n: int = 801) -> torch.Tensor:

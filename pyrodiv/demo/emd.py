@@ -27,7 +27,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import ndtr, ndtri
 
-from ..losses import Wasserstein
+from .. import Wasserstein
 from ..output import new_figure, save_figure
 from .common import (
     BIMODAL_MEANS,
@@ -171,6 +171,7 @@ def w1_fit(
     lr: float = 0.01,
     samples: int = 512,
     seed: int = 0,
+    progress=False,
 ) -> dict:
     r"""Fit :math:`Q = N(\mu, L^2)` to the bimodal target with
     :class:`pyrodiv.Wasserstein` (:math:`p = 1`) in the ordinary SVI loop: each step the
@@ -185,7 +186,15 @@ def w1_fit(
         True
     """
     loss = Wasserstein(p=1.0, num_particles=samples, vectorize_particles=True, max_plate_nesting=0)
-    fit = fit_normal(target_model(bimodal()), loss, start=start, steps=steps, lr=lr, seed=seed)
+    fit = fit_normal(
+        target_model(bimodal()),
+        loss,
+        start=start,
+        steps=steps,
+        lr=lr,
+        seed=seed,
+        progress=progress,
+    )
     traj = fit["trajectory"]
     tail = [k for k, s in enumerate(traj["step"]) if s > 0.75 * steps]
     return {
@@ -225,7 +234,9 @@ def earth_movers(
     """
     a, b = histograms()
     emd = emd_1d(a, b)
-    fit = w1_fit(start=(1.0, 1.0), steps=steps, lr=lr, samples=samples, seed=seed)
+    fit = w1_fit(
+        start=(1.0, 1.0), steps=steps, lr=lr, samples=samples, seed=seed, progress=progress
+    )
     optimum = w1_optimal_normal(start=(1.0, 1.0), n=quantile_n)
     result = {
         "histograms": {

@@ -25,17 +25,14 @@ import numpy as np
 import pyro
 import torch
 
-from .. import estimators
-from ..generators import get_generator
 from ..output import new_figure, save_figure
+from .batched import Row, fit_rows
 from .common import (
     bimodal,
     exact_divergence,
     exact_optimum,
-    fit_normal,
     fmt_normal,
     log_prob_fn,
-    target_model,
 )
 
 #: name -> (title, quadrature generator, how the estimate draws: "p", "q" or "pq")
@@ -74,7 +71,8 @@ def mc_landscape(
     ``estimates`` estimates of ``samples`` draws each (float64).
 
     Returns ``{"Z", "se"}``: arrays of shape ``(len(variances), len(mus))`` with the mean and
-    its standard error across the estimates.
+    its standard error across the estimates. :func:`mc_landscapes` gives the same for several
+    names at once, from the same draws.
 
     Example::
 
@@ -82,8 +80,31 @@ def mc_landscape(
         >>> bool(abs(res["Z"][0, 0] - math.log(2)) < 1e-9)  # q = a component: log q/p = log 2
         True
     """
-    _, gen, draws = LANDSCAPES[name]
-    f = get_generator(gen)
+    return mc_landscapes(
+        [name], mus, variances, estimates=estimates, samples=samples, seed=seed, chunk=chunk
+    )[name]
+
+
+def mc_landscapes(
+    names,
+    mus,
+    variances,
+    *,
+    estimates: int = 10,
+    samples: int = 128,
+    seed: int = 0,
+    chunk: int = 2500,
+) -> dict:
+    r""":func:`mc_landscape` for each of ``names``, computed together: every landscape uses the
+    same draws (:math:`x_k \sim P` and :math:`y_k = \mu + \sqrt v\,\varepsilon_k`, from
+    ``seed``), so the log-densities at them are computed once per grid cell and shared; each
+    landscape is what :func:`mc_landscape` gives for it alone.
+
+    Returns ``{name: {"Z", "se"}}``.
+    """
+    from .. import estimators, get_generator
+
+    names = list(names)
     p = bimodal(torch.float64)
     mu = torch.as_tensor(mus, dtype=torch.float64)
     var = torch.as_tensor(variances, dtype=torch.float64)
@@ -93,58 +114,64 @@ def mc_landscape(
     x_p = p.sample((estimates, samples, 1))  # x ~ P, shared across the grid
     eps = torch.randn(estimates, samples, 1, dtype=torch.float64)  # y = mu + sd * eps ~ Q
     lp_at_p = p.log_prob(x_p)
+    draws = {name: LANDSCAPES[name][2] for name in names}
 
-    if draws == "p":
-        fn = _vmap_grid(lambda lp, lq: estimators.kl_forward(lp, lq).value)
-    elif draws == "q":
-        fn = _vmap_grid(lambda lp, lq: estimators.f_divergence(f, lp, lq).value)
-    else:
-        fn = _vmap_grid(lambda a, b, c, d: estimators.jensen_shannon(a, b, c, d).value)
+    fns = {}
+    for name in names:
+        if draws[name] == "p":
+            fns[name] = _vmap_grid(lambda lp, lq: estimators.kl_forward(lp, lq).value)
+        elif draws[name] == "q":
+            f = get_generator(LANDSCAPES[name][1])
+            fns[name] = _vmap_grid(lambda lp, lq, f=f: estimators.f_divergence(f, lp, lq).value)
+        else:
+            fns[name] = _vmap_grid(lambda a, b, c, d: estimators.jensen_shannon(a, b, c, d).value)
 
-    out = []
+    out = {name: [] for name in names}
     with torch.no_grad():
         for start in range(0, grid_mu.numel(), chunk):
             m, s = grid_mu[start : start + chunk], grid_sd[start : start + chunk]
             q = torch.distributions.Normal(m, s)
-            if draws in ("p", "pq"):
+            if {"p", "pq"} & set(draws.values()):
                 lq_at_p = q.log_prob(x_p)
                 lp_p = lp_at_p.expand_as(lq_at_p)
-            if draws in ("q", "pq"):
+            if {"q", "pq"} & set(draws.values()):
                 y = m + s * eps
                 lp_at_q, lq_at_q = p.log_prob(y), q.log_prob(y)
-            if draws == "p":
-                values = fn(lp_p, lq_at_p)
-            elif draws == "q":
-                values = fn(lp_at_q, lq_at_q)
-            else:
-                values = fn(lp_p, lq_at_p, lp_at_q, lq_at_q)
-            out.append(values)
-    values = torch.cat(out, -1).reshape(estimates, len(var), len(mu)).numpy()
-    with np.errstate(over="ignore", invalid="ignore"):
-        se = values.std(0, ddof=1) / math.sqrt(estimates) if estimates > 1 else 0 * values[0]
-    return {"Z": values.mean(0), "se": se}
+            for name in names:
+                if draws[name] == "p":
+                    values = fns[name](lp_p, lq_at_p)
+                elif draws[name] == "q":
+                    values = fns[name](lp_at_q, lq_at_q)
+                else:
+                    values = fns[name](lp_p, lq_at_p, lp_at_q, lq_at_q)
+                out[name].append(values)
+    result = {}
+    for name in names:
+        values = torch.cat(out[name], -1).reshape(estimates, len(var), len(mu)).numpy()
+        with np.errstate(over="ignore", invalid="ignore"):
+            se = values.std(0, ddof=1) / math.sqrt(estimates) if estimates > 1 else 0 * values[0]
+        result[name] = {"Z": values.mean(0), "se": se}
+    return result
 
 
 def short_fit_paths(name: str, *, steps: int, lr: float, particles: int = 256, seed: int = 0):
-    """Short ``FDivergence`` fits of the talk's guide from both :data:`STARTS`, for drawing on
-    the landscape of f-divergence ``name``. Returns ``[(label, trajectory), ...]``."""
-    from .. import FDivergence
-
+    """Short fits of the talk's guide by the estimate of ``FDivergence`` from both
+    :data:`STARTS` (one batch of independent fits, :func:`~pyrodiv.demo.batched.fit_rows`),
+    for drawing on the landscape of f-divergence ``name``. Returns
+    ``[(label, trajectory), ...]``."""
     gen = LANDSCAPES[name][1]
-    paths = []
-    for start in STARTS.values():
-        fit = fit_normal(
-            target_model(bimodal()),
-            FDivergence(
-                gen, num_particles=particles, vectorize_particles=True, max_plate_nesting=0
-            ),
-            start=start,
-            steps=steps,
-            lr=lr,
-            seed=seed,
-        )
-        paths.append((f"{gen} from {fmt_normal(*start, 0)}", fit["trajectory"]))
-    return paths
+    fits = fit_rows(
+        bimodal(),
+        [Row(gen, start=start) for start in STARTS.values()],
+        steps=steps,
+        lr=lr,
+        particles=particles,
+        seed=seed,
+    )
+    return [
+        (f"{gen} from {fmt_normal(*start, 0)}", fit["trajectory"])
+        for start, fit in zip(STARTS.values(), fits, strict=True)
+    ]
 
 
 def landscapes(
@@ -185,8 +212,6 @@ def landscapes(
         >>> res["landscapes"]["reverse_kl"]["best_exact"]["divergence"] < 0.7  # log 2
         True
     """
-    from tqdm.auto import tqdm
-
     log_p = log_prob_fn(bimodal)
     mus = np.linspace(*mu_range, grid)
     variances = np.linspace(*var_range, grid)
@@ -205,9 +230,15 @@ def landscapes(
         "surfaces": {"mu": mus, "variance": variances},
         "figures": [],
     }
-    for name in tqdm(names, desc="landscapes", leave=False, disable=not progress):
+    surfaces = mc_landscapes(
+        names, mus, variances, estimates=estimates, samples=samples, seed=seed
+    )
+    tracker = progress if hasattr(progress, "advance") else None
+    if tracker is not None:
+        tracker.advance(1)
+    for name in names:
         title, gen, _ = LANDSCAPES[name]
-        surf = mc_landscape(name, mus, variances, estimates=estimates, samples=samples, seed=seed)
+        surf = surfaces[name]
         Z = surf["Z"]
         finite = np.isfinite(Z)
         i, j = np.unravel_index(np.argmin(np.where(finite, Z, np.inf)), Z.shape)
@@ -249,6 +280,8 @@ def landscapes(
                 ax, fig, mus, variances, Z, result["landscapes"][name], paths.get(name, []), title
             )
             result["figures"].append(save_figure(fig, out_dir, f"landscape_{name}.png"))
+        if tracker is not None:
+            tracker.advance(1)
     if out_dir is not None and len(names) > 1:
         ncols = 4
         nrows = math.ceil(len(names) / ncols)

@@ -34,6 +34,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+import pyrodiv
+
 from .. import ReverseKL
 from ..output import new_figure, save_figure
 
@@ -198,18 +200,21 @@ def gumbel_softmax_fit(
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     loss = ReverseKL(num_particles=particles, vectorize_particles=True, max_plate_nesting=0)
-    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": lr}), loss=loss)
     history = {"step": [0], "probs": [[1.0 / len(target)] * len(target)], "loss": []}
     every = max(1, steps // 100)
     window = []
-    for step in range(1, steps + 1):
-        window.append(svi.step())
+
+    def record(step, value):
+        window.append(value)
         if step % every == 0 or step == steps:
             probs = torch.softmax(pyro.param("logits").detach(), -1)
             history["step"].append(step)
             history["probs"].append(probs.tolist())
             history["loss"].append(float(np.mean(window)))
-            window = []
+            window.clear()
+
+    settings = pyrodiv.FitSettings(num_steps=steps, lr=lr, progress=False)
+    pyrodiv.fit(model, guide, loss=loss, settings=settings, callback=record)
     tail = [k for k, s in enumerate(history["step"]) if s > 0.75 * steps]
     fitted = torch.tensor(history["probs"], dtype=torch.float64)[tail].mean(0)
     logits = fitted.log()

@@ -12,13 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..output import num, table
+from .common import fmt_normal
 
 
 def cell(d, digits: int = 2) -> str:
     """``N(mean, variance)`` of a ``{"loc", "variance"}`` dict, or ``-`` for ``None``."""
     if not d:
         return "-"
-    return f"N({d['loc']:.{digits}f}, {d['variance']:.{digits}f})"
+    return fmt_normal(d["loc"], d["variance"], digits)
 
 
 def _figs(res) -> str:
@@ -160,15 +161,16 @@ def _bimodal(res):
     b = res["jsd_basins"]
     seeds = s["basin_seeds"]
     text += (
-        f"\n\n**Which optimum JSD from N(1, 1) reaches** ({seeds} seed(s) from {s['seed']}, "
-        "same settings):\n\n"
+        f"\n\n**Which optimum JSD from N(1, 1) reaches** ({seeds} run(s) a parameterization, "
+        f"same settings: the main run above (seed {s['seed']}) and {max(0, seeds - 1)} more "
+        f"trained together as one batch of independent fits, seed {s['seed'] + 1}):\n\n"
         + table(
             [
                 "sigma parameterization",
                 "to the mode",
                 "to the broad cover",
                 "neither",
-                "final Q per seed",
+                "final Q per run",
             ],
             [
                 [

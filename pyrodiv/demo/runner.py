@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .bimodal import bimodal_fits
 from .emd import earth_movers
@@ -25,6 +24,7 @@ from .landscapes import landscapes
 from .mixtures import mixture_visuals
 from .mle import mle_equivalences
 from .normal import learn_normal
+from .progress import Tracker
 from .reparam import reparam_catalogue
 
 #: Experiment name -> function(out_dir, **settings). Run in this order (the landscapes draw
@@ -92,6 +92,46 @@ def demo_settings(quick: bool = False) -> dict:
     """
     base = QUICK if quick else FULL
     return {name: dict(base[name]) for name in EXPERIMENTS}
+
+
+#: Measured wall time of each experiment (seconds, one thread, an idle machine): the weights
+#: of the progress bar, so that its estimate of the time left is the measured one.
+COST = {
+    "full": {
+        "normal": 4.0,
+        "mixtures": 0.3,
+        "bimodal": 60.0,
+        "fdiv_table": 25.0,
+        "landscapes": 12.0,
+        "reparam": 4.0,
+        "emd": 3.5,
+        "mle": 2.0,
+    },
+    "quick": {
+        "normal": 1.5,
+        "mixtures": 0.3,
+        "bimodal": 8.0,
+        "fdiv_table": 2.0,
+        "landscapes": 2.0,
+        "reparam": 0.8,
+        "emd": 0.6,
+        "mle": 1.0,
+    },
+}
+
+
+def progress_units(name: str, settings: dict) -> int:
+    """How many units of progress experiment ``name`` reports with ``settings`` (its SVI
+    steps, or its landscapes)."""
+    if name == "normal" or name == "fdiv_table" or name == "emd":
+        return settings["steps"]
+    if name == "bimodal":
+        steps = settings["steps"]
+        basins = steps if settings.get("basin_seeds", 0) > 1 else 0
+        return settings["long_steps"] + steps + 6 * steps + basins
+    if name == "landscapes":
+        return 1 + 7
+    return 1
 
 
 def _paths_for_landscapes(results: dict) -> dict:
@@ -183,19 +223,22 @@ def run_demo(
         "wall_s": {},
     }
     start = time.perf_counter()
+    mode = "quick" if quick else "full"
+    tracker = Tracker({n: COST[mode][n] for n in names}, enabled=progress)
     try:
-        bar = tqdm(names, desc="pyrodiv demo", disable=not progress, unit="experiment")
-        for name in bar:
-            bar.set_postfix_str(name)
+        for name in names:
             kwargs = dict(settings[name], seed=seed) if name != "mixtures" else {}
             if name == "landscapes":
                 kwargs["paths"] = _paths_for_landscapes(results)
             if name != "mixtures":
-                kwargs["progress"] = progress
+                kwargs["progress"] = tracker
+            tracker.start(name, progress_units(name, settings[name]))
             t0 = time.perf_counter()
             results[name] = EXPERIMENTS[name](out, **kwargs)
             meta["wall_s"][name] = time.perf_counter() - t0
+            tracker.finish(name, meta["wall_s"][name])
     finally:
+        tracker.close()
         torch.set_num_threads(old_threads)
     meta["wall_s"]["total"] = time.perf_counter() - start
     if "landscapes" in results:
