@@ -1,0 +1,532 @@
+r"""``approximate``: fit a guide to a Pyro posterior with any divergence, so that the divergence,
+not the optimizer, decides the answer.
+
+The pipeline (each step timed and counted in :attr:`Approximation.stages`):
+
+1. **Warm start** (:func:`pyrodiv.warm_start.laplace`): the mode :math:`m` of the
+   unconstrained log density :math:`\log\pi(z)` by L-BFGS and Newton steps, and the Laplace
+   approximation :math:`N(m, LL^\top)`, :math:`LL^\top = (-\nabla^2\log\pi(m))^{-1}`.
+2. **Affine preconditioning**: the guide is :math:`N(m + La, (LB)(LB)^\top)`
+   (:class:`~pyrodiv.warm_start.AutoWhitenedNormal`), trained in the whitened coordinates
+   :math:`u = L^{-1}(z - m)`, where the posterior is near :math:`N(0, I)` whatever the units
+   of the model. It starts at the Laplace approximation (:math:`a = 0`, :math:`B = I`).
+3. **Reverse-KL stage**: the ELBO, whose gradient has no self-normalized weights, corrects the
+   Laplace approximation for skewness and curvature away from the mode.
+4. **The chosen divergence**, with :math:`K` particles set from the effective sample size of
+   the self-normalized weights of the current guide,
+   :math:`K = \lceil \mathrm{ESS}_{target} / (\mathrm{ESS}/S) \rceil` (rounded up to a power of
+   2, clipped), since the self-normalized estimates (forward KL, Jensen-Shannon, the
+   f-divergences) see :math:`P` only through :math:`\mathrm{ESS}` of their :math:`K` weights.
+   Both training stages use Adam with a learning rate decayed by a factor per window of steps,
+   stop when the window means of the parameters move less than ``tolerance`` (posterior-sd
+   units in the whitened coordinates), and return the last window's mean (Polyak averaging).
+5. **Checks**: a guide whose sd along some direction falls below ``collapse_ratio`` of the
+   Laplace sd, whose mean runs more than ``runaway_sds`` Laplace sds away, or whose loss is
+   not finite, is reset to the previous stage's fit with an :class:`ApproximationWarning`
+   (an error with ``on_failure="raise"``) naming the divergence and what to try.
+6. **Diagnostics**: the PSIS :math:`\hat k` of the fitted guide (:func:`pyrodiv.psis_khat`'s
+   convention; above 0.7 a warning), and PSIS importance resampling in
+   :meth:`Approximation.to_inference_data`.
+
+Example::
+
+    >>> import pyrodiv
+    >>> fit = pyrodiv.approximate(model, x, divergence="jensen_shannon", model_kwargs={"y": y})
+    >>> fit.khat, fit.seconds, fit.num_gradient_evaluations                  # doctest: +SKIP
+    >>> idata = fit.to_inference_data(num_samples=1000, resample="psis")     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import pyro
+import pyro.infer.autoguide as autoguides
+import pyro.poutine as poutine
+import torch
+from pyro.infer.autoguide.initialization import init_to_median, init_to_value
+
+import pyrodiv
+from pyrodiv import arviz_adapter
+from pyrodiv.inference_data import guide_log_weights, samples_to_inference_data
+from pyrodiv.validation import seeded
+from pyrodiv.warm_start import AutoWhitenedNormal, LaplaceStart, laplace
+
+__all__ = ["Approximation", "ApproximateSettings", "ApproximationWarning", "approximate"]
+
+#: Autoguide names trained as whitened Gaussians (same family, preconditioned).
+WHITENED = {"AutoMultivariateNormal": True, "AutoNormal": False, "AutoDiagonalNormal": False}
+
+
+class ApproximationWarning(UserWarning):
+    """A fit that collapsed, ran away or has an unreliable k-hat."""
+
+
+@dataclass(frozen=True)
+class ApproximateSettings:
+    r"""Budgets and rules of :func:`approximate` (all automatic by default).
+
+    :param max_steps: the most SVI steps of each training stage.
+    :param reverse_kl_steps: the most steps of the reverse-KL stage (0: no such stage).
+    :param window: steps per window (convergence check, learning-rate decay, averaging).
+    :param tolerance: stop when the window means of the parameters move less than this (in
+        whitened units: posterior sds for the mean).
+    :param lr: Adam's initial learning rate; ``lr_decay`` multiplies it after each window,
+        down to ``min_lr``.
+    :param target_ess: effective sample size wanted per step of a self-normalized divergence;
+        the particle count is ``target_ess`` over the ESS fraction of ``probe_draws`` draws,
+        within ``[min_particles, max_particles]``; ``num_particles`` fixes it instead.
+    :param reverse_kl_particles: particles of the reverse-KL stage and of a reverse-KL fit.
+    :param khat_draws: draws for the final k-hat (0: skip it).
+    :param collapse_ratio, runaway_sds: the collapse and runaway limits (whitened guides).
+    :param on_failure: ``"warn"`` (reset to the previous stage and warn) or ``"raise"``.
+    :param warm_start: run the Laplace warm start (else: prior medians, unit scales).
+    :param full_rank_max_dim: the largest dimension given a full-rank guide by ``"auto"``.
+    :param init_values: ``{site: value}`` used as the first start of the mode search.
+    :param num_starts: starts of the mode search (the first, then uniform draws on [-2, 2]).
+    """
+
+    max_steps: int = 2000
+    reverse_kl_steps: int = 1000
+    window: int = 50
+    tolerance: float = 0.02
+    lr: float = 0.05
+    lr_decay: float = 0.7
+    min_lr: float = 0.002
+    target_ess: float = 32.0
+    min_particles: int = 16
+    max_particles: int = 512
+    num_particles: int | None = None
+    probe_draws: int = 256
+    reverse_kl_particles: int = 16
+    khat_draws: int = 1000
+    collapse_ratio: float = 0.05
+    runaway_sds: float = 25.0
+    on_failure: str = "warn"
+    warm_start: bool = True
+    full_rank_max_dim: int = 300
+    init_values: dict | None = None
+    num_starts: int = 3
+
+    def __post_init__(self):
+        if self.on_failure not in ("warn", "raise"):
+            raise ValueError(f"on_failure must be 'warn' or 'raise', got {self.on_failure!r}")
+        for name in ("max_steps", "window", "min_particles", "max_particles", "probe_draws"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not (self.lr > 0 and 0 < self.lr_decay <= 1 and self.tolerance > 0):
+            raise ValueError("need lr > 0, 0 < lr_decay <= 1 and tolerance > 0")
+
+    def replace(self, **changes) -> ApproximateSettings:
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            known = ", ".join(f.name for f in dataclasses.fields(self))
+            raise TypeError(f"approximate: unknown options {sorted(unknown)}; known: {known}")
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Stage:
+    """One measured step of the pipeline: its name, SVI steps, particles per step, gradient
+    evaluations of :math:`\\log p` (a step of K particles counts K), seconds, and how it
+    ended (``"converged"``, ``"max_steps"``, ``"collapsed"``, ``"ran away"``, ...)."""
+
+    name: str
+    steps: int = 0
+    particles: int = 0
+    num_gradient_evaluations: int = 0
+    seconds: float = 0.0
+    status: str = "done"
+
+
+@dataclass
+class Approximation:
+    """The outcome of :func:`approximate`.
+
+    :param guide: the fitted guide.
+    :param divergence: the divergence's name.
+    :param losses: the loss of every SVI step, all stages in order.
+    :param stages: one :class:`Stage` per step of the pipeline.
+    :param seconds: wall time of the whole fit (k-hat included).
+    :param khat: the PSIS k-hat of the fitted guide (NaN if not computed).
+    :param laplace: the warm start (``None`` if skipped).
+    :param messages: the warnings given.
+    """
+
+    model: object
+    guide: object
+    args: tuple
+    kwargs: dict
+    divergence: str
+    losses: list = field(default_factory=list)
+    stages: list = field(default_factory=list)
+    seconds: float = 0.0
+    khat: float = math.nan
+    laplace: LaplaceStart | None = None
+    messages: list = field(default_factory=list)
+
+    @property
+    def num_gradient_evaluations(self) -> int:
+        return sum(stage.num_gradient_evaluations for stage in self.stages)
+
+    def to_inference_data(self, num_samples=1000, resample=None, seed=0, oversample=2):
+        r"""``num_samples`` draws of the guide as InferenceData
+        (:func:`pyrodiv.guide_to_inference_data`), or with ``resample="psis"``, draws
+        resampled (with replacement) from ``oversample * num_samples`` guide draws by their
+        Pareto-smoothed importance weights :math:`\tilde w_s \propto p(x, z_s)/q(z_s)`, which
+        corrects the guide towards the posterior when :math:`\hat k \le 0.7`. Warns when
+        :math:`\hat k > 0.7` (the resampled draws are then not to be trusted either); the
+        k-hat is in ``idata.attrs["khat"]``."""
+        if resample is None:
+            return pyrodiv.guide_to_inference_data(
+                self.model,
+                self.guide,
+                *self.args,
+                num_samples=num_samples,
+                seed=seed,
+                **self.kwargs,
+            )
+        if resample != "psis":
+            raise ValueError(f"resample must be None or 'psis', got {resample!r}")
+        proposals = pyrodiv.guide_to_inference_data(
+            self.model,
+            self.guide,
+            *self.args,
+            num_samples=oversample * num_samples,
+            seed=seed,
+            **self.kwargs,
+        )
+        log_w = arviz_adapter.get_draws(proposals, "log_weight", "sample_stats").reshape(-1)
+        smoothed, khat = arviz_adapter.psis(log_w)
+        if khat > 0.7:
+            _warn(
+                f"PSIS resampling of the {self.divergence} fit: k-hat = {khat:.2f} > 0.7, "
+                "the importance weights are unreliable and so are the resampled draws"
+            )
+        with seeded(seed):
+            index = torch.multinomial(smoothed.exp(), num_samples, replacement=True)
+        latent = [n for n in self.guide_sites() if n in arviz_adapter.var_names(proposals)]
+        draws = {
+            n: arviz_adapter.get_draws(proposals, n).flatten(0, 1)[index][None] for n in latent
+        }
+        attrs = {"source": "guide, PSIS resampled", "khat": khat, "divergence": self.divergence}
+        return samples_to_inference_data(self.model, draws, *self.args, attrs=attrs, **self.kwargs)
+
+    def guide_sites(self) -> list[str]:
+        """The latent sites the guide samples."""
+        with poutine.block(), torch.no_grad():
+            trace = poutine.trace(self.guide).get_trace(*self.args, **self.kwargs)
+        return [
+            n
+            for n, s in trace.nodes.items()
+            if s["type"] == "sample" and not s["infer"].get("is_auxiliary")
+        ]
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, ApproximationWarning, stacklevel=3)
+
+
+def _divergence_name(loss) -> str:
+    return getattr(loss, "divergence", type(loss).__name__)
+
+
+def _max_plate_nesting(trace) -> int:
+    stacks = [len(s["cond_indep_stack"]) for s in trace.nodes.values() if s["type"] == "sample"]
+    return max(stacks, default=0)
+
+
+class _Monitor:
+    """The stage callback: window means of the parameters, learning-rate decay, the
+    convergence stop and the collapse and runaway checks."""
+
+    def __init__(self, params: list, optim, settings: ApproximateSettings, guide):
+        self.params, self.optim, self.s, self.guide = params, optim, settings, guide
+        self.lr = settings.lr
+        self.total = None
+        self.previous = None
+        self.average = None
+        self.status = "max_steps"
+        self.detail = ""
+
+    def flat(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.params])
+
+    def __call__(self, step: int, loss: float) -> bool:
+        if not math.isfinite(loss):
+            self.status, self.detail = "failed", f"its loss became {loss} at step {step}"
+            return True
+        flat = self.flat()
+        self.total = flat.clone() if self.total is None else self.total + flat
+        if step % self.s.window:
+            return False
+        mean, self.total = self.total / self.s.window, None
+        if not torch.isfinite(mean).all():
+            self.status, self.detail = "failed", f"its parameters became nan at step {step}"
+            return True
+        if isinstance(self.guide, AutoWhitenedNormal) and self._broken(step):
+            return True
+        self.average = mean
+        if self.previous is not None and (mean - self.previous).abs().max() < self.s.tolerance:
+            self.status = "converged"
+            return True
+        self.previous = mean
+        self.lr = max(self.s.min_lr, self.lr * self.s.lr_decay)
+        for optimizer in self.optim.optim_objs.values():
+            for group in optimizer.param_groups:
+                group["lr"] = self.lr
+        return False
+
+    def _broken(self, step: int) -> bool:
+        a, sds = self.guide.whitened_moments()
+        if sds.min() < self.s.collapse_ratio:
+            self.status = "collapsed"
+            self.detail = (
+                f"the guide's sd along one direction fell to {float(sds.min()):.3g} "
+                f"of the Laplace sd by step {step}"
+            )
+        elif a.abs().max() > self.s.runaway_sds or sds.max() > self.s.runaway_sds:
+            self.status = "ran away"
+            self.detail = (
+                f"the guide moved {float(a.abs().max()):.3g} Laplace sds away and its "
+                f"widest sd is {float(sds.max()):.3g} Laplace sds by step {step}"
+            )
+        else:
+            return False
+        return True
+
+
+def _guide_params(guide, args, kwargs) -> list:
+    with poutine.block(), poutine.trace(param_only=True) as tr:
+        guide(*args, **kwargs)
+    store = pyro.get_param_store()
+    return [store._params[name] for name in tr.trace.param_nodes]
+
+
+def _train(name, model, guide, args, kwargs, loss, particles, settings, max_steps, progress):
+    """One training stage through :func:`pyrodiv.fit` with a :class:`_Monitor`."""
+    stage = Stage(name, particles=particles)
+    params = _guide_params(guide, args, kwargs)
+    before = [p.detach().clone() for p in params]
+    optim = pyro.optim.Adam({"lr": settings.lr})
+    monitor = _Monitor(params, optim, settings, guide)
+    began = time.perf_counter()
+    try:
+        result = pyrodiv.fit(
+            model,
+            guide,
+            *args,
+            loss=loss,
+            optim=optim,
+            num_steps=max_steps,
+            progress=progress,
+            desc=name,
+            callback=monitor,
+            **kwargs,
+        )
+        losses = result.losses
+    except (ValueError, RuntimeError) as error:  # a nan gradient, a failed Cholesky...
+        monitor.status, monitor.detail = "failed", f"it raised {type(error).__name__}: {error}"
+        losses = []
+    stage.steps = len(losses)
+    stage.num_gradient_evaluations = stage.steps * particles
+    stage.status = monitor.status
+    with torch.no_grad():
+        if monitor.status in ("collapsed", "ran away", "failed"):
+            for p, value in zip(params, before, strict=True):
+                p.copy_(value)
+        elif monitor.average is not None:  # Polyak averaging over the last window
+            sizes = [p.numel() for p in params]
+            for p, value in zip(params, monitor.average.split(sizes), strict=True):
+                p.copy_(value.reshape(p.shape))
+    stage.seconds = time.perf_counter() - began
+    return stage, losses, monitor.detail
+
+
+def _make_guide(model, guide, settings, args, kwargs):
+    init_loc_fn = (
+        init_to_value(values=settings.init_values, fallback=init_to_median)
+        if settings.init_values
+        else init_to_median
+    )
+    if guide in ("auto", "flow") or guide in WHITENED:
+        full_rank = WHITENED.get(guide, True)
+        made = AutoWhitenedNormal(model, full_rank=full_rank, init_loc_fn=init_loc_fn)
+        made._setup_prototype(*args, **kwargs)
+        if guide == "auto" and made.latent_dim > settings.full_rank_max_dim:
+            made = AutoWhitenedNormal(model, full_rank=False, init_loc_fn=init_loc_fn)
+            made._setup_prototype(*args, **kwargs)
+        if guide == "flow":
+            raise NotImplementedError("guide='flow' is not available yet; use 'auto'")
+        return made
+    if isinstance(guide, str):
+        if not hasattr(autoguides, guide) or not guide.startswith("Auto"):
+            raise ValueError(
+                f"unknown guide {guide!r}: 'auto', an autoguide class name "
+                f"({', '.join(WHITENED)}, ...) or a guide object"
+            )
+        return getattr(autoguides, guide)
+    if not callable(guide):
+        raise TypeError(f"guide must be a name or a callable guide, got {type(guide).__name__}")
+    return guide
+
+
+def _ess_particles(model, guide, args, kwargs, settings, seed) -> tuple[int, float]:
+    log_w = guide_log_weights(
+        model, guide, *args, num_samples=settings.probe_draws, seed=seed, **kwargs
+    )
+    log_w = log_w[torch.isfinite(log_w)]
+    if log_w.numel() == 0:
+        return settings.max_particles, 0.0
+    w = (log_w - log_w.max()).exp()
+    fraction = float(w.sum() ** 2 / (w.pow(2).sum() * settings.probe_draws))
+    wanted = settings.target_ess / max(fraction, 1e-12)
+    particles = 2 ** math.ceil(math.log2(max(wanted, 1.0)))
+    return int(min(settings.max_particles, max(settings.min_particles, particles))), fraction
+
+
+def approximate(
+    model,
+    *args,
+    divergence="forward_kl",
+    guide="auto",
+    seed: int = 0,
+    progress: bool = True,
+    model_kwargs: dict | None = None,
+    settings: ApproximateSettings | None = None,
+    **options,
+) -> Approximation:
+    r"""Fit a guide to ``model``'s posterior by minimizing ``divergence`` (see the module doc
+    for the pipeline).
+
+    :param model: a Pyro model with continuous latent sites; ``*args`` and ``model_kwargs``
+        are its arguments.
+    :param divergence: a name :func:`pyrodiv.get_loss` knows (``"forward_kl"``,
+        ``"reverse_kl"``, ``"jensen_shannon"``, ``"squared_hellinger"``, ``"pearson"``, ...)
+        or a loss object (used as given, with its own particles).
+    :param guide: ``"auto"`` (a whitened full-rank Gaussian, diagonal above
+        ``full_rank_max_dim`` latent dimensions), ``"AutoMultivariateNormal"``,
+        ``"AutoNormal"`` / ``"AutoDiagonalNormal"`` (the same families, whitened), another
+        autoguide class name (started at the Laplace mode, not whitened), or a guide object
+        (trained as given).
+    :param seed: seeds every stage.
+    :param progress: progress bars.
+    :param settings: an :class:`ApproximateSettings`; its fields may also be given as
+        keywords (``max_steps=500``).
+    :returns: an :class:`Approximation`.
+    """
+    settings = (settings or ApproximateSettings()).replace(**options)
+    kwargs = dict(model_kwargs or {})
+    if isinstance(divergence, str):
+        pyrodiv.get_loss(divergence)  # unknown names fail before any work
+        name = divergence
+    else:
+        name = _divergence_name(divergence)
+    began = time.perf_counter()
+    with seeded(seed):
+        made = _make_guide(model, guide, settings, args, kwargs)
+        result = Approximation(model, made, args, kwargs, name)
+        start = None
+        if isinstance(made, AutoWhitenedNormal) or isinstance(made, type):
+            helper = made if isinstance(made, AutoWhitenedNormal) else AutoWhitenedNormal(model)
+            if settings.warm_start or isinstance(made, type):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    start = laplace(
+                        model, helper, args, kwargs, num_starts=settings.num_starts, seed=seed
+                    )
+                result.laplace = start
+                result.stages.append(
+                    Stage(
+                        "laplace",
+                        num_gradient_evaluations=start.num_gradient_evaluations,
+                        seconds=start.seconds,
+                    )
+                )
+                helper.set_whitening(start.mode, start.scale_tril)
+            if isinstance(made, type):
+                values = {
+                    site["name"]: value.detach()
+                    for site, value in _constrained(helper, start.mode)
+                }
+                made = made(model, init_loc_fn=init_to_value(values=values))
+                result.guide = made
+        prototype = poutine.trace(model).get_trace(*args, **kwargs)
+        nesting = _max_plate_nesting(prototype)
+        loss_options = {"vectorize_particles": True, "max_plate_nesting": nesting}
+        is_reverse = name == "reverse_kl" or isinstance(divergence, pyrodiv.ReverseKL)
+        if not is_reverse and settings.reverse_kl_steps > 0:
+            k = settings.reverse_kl_particles
+            loss = pyrodiv.ReverseKL(num_particles=k, **loss_options)
+            stage, losses, detail = _train(
+                "reverse_kl stage",
+                model,
+                made,
+                args,
+                kwargs,
+                loss,
+                k,
+                settings,
+                settings.reverse_kl_steps,
+                progress,
+            )
+            _record(result, stage, losses, detail, "reverse KL (the warm-up stage)", settings)
+        if isinstance(divergence, str):
+            if is_reverse:
+                k = settings.num_particles or settings.reverse_kl_particles
+            elif settings.num_particles:
+                k = settings.num_particles
+            else:
+                k, _ = _ess_particles(model, made, args, kwargs, settings, seed)
+            loss = pyrodiv.get_loss(divergence, num_particles=k, **loss_options)
+        else:
+            loss, k = divergence, divergence.num_particles
+        stage, losses, detail = _train(
+            name, model, made, args, kwargs, loss, k, settings, settings.max_steps, progress
+        )
+        _record(result, stage, losses, detail, _divergence_name(loss), settings)
+        if settings.khat_draws:
+            t = time.perf_counter()
+            result.khat = pyrodiv.psis_khat(
+                model, made, *args, num_samples=settings.khat_draws, seed=seed, **kwargs
+            )
+            result.stages.append(
+                Stage("khat", num_gradient_evaluations=0, seconds=time.perf_counter() - t)
+            )
+            if not result.khat <= 0.7:
+                message = (
+                    f"{name}: the fitted guide has PSIS k-hat = {result.khat:.2f} > 0.7; "
+                    "its draws may miss part of the posterior (try another divergence, "
+                    "a richer guide, or check to_inference_data(resample='psis'))"
+                )
+                result.messages.append(message)
+                _warn(message)
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def _constrained(guide: AutoWhitenedNormal, z: torch.Tensor):
+    from pyro.distributions.transforms import biject_to
+
+    for site, unconstrained in guide._unpack_latent(z):
+        yield site, biject_to(site["fn"].support)(unconstrained)
+
+
+def _record(result, stage, losses, detail, divergence, settings) -> None:
+    result.stages.append(stage)
+    result.losses.extend(losses)
+    if stage.status in ("collapsed", "ran away", "failed"):
+        message = (
+            f"approximate: {divergence} {stage.status} ({detail}); the guide was reset to its "
+            "state before this stage. Try more particles (target_ess=, num_particles=), a "
+            "smaller lr, reverse_kl or forward_kl, or check the k-hat of "
+            "to_inference_data(resample='psis')."
+        )
+        result.messages.append(message)
+        if settings.on_failure == "raise":
+            raise RuntimeError(message)
+        _warn(message)
