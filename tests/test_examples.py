@@ -1,11 +1,13 @@
-"""Run each example script with ``--smoke`` (a few steps).
+"""Run each example script with ``--smoke`` (a few steps) and check a number it computes.
 
-The talk's scripts (``deck_*.py``) run in a fresh interpreter. The gallery examples that can
-check a number cheaply are imported and run in-process with ``--smoke``, and their results are
-checked against the closed forms or quadrature references they print.
+The talk's scripts (``deck_*.py``) run in a fresh interpreter, as a user runs them, and write
+their ``results.json`` into ``--out``; each is checked against a closed form, a quadrature
+reference or the talk's value. The gallery examples that can check a number cheaply are
+imported and run in-process with ``--smoke``.
 """
 
 import importlib.util
+import json
 import math
 import subprocess
 import sys
@@ -15,22 +17,114 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
-#: Glob patterns (relative to ``examples/``) of the scripts run in a subprocess.
-PATTERNS = ["deck_*.py"]
 
-SCRIPTS = sorted({path for pattern in PATTERNS for path in EXAMPLES.glob(pattern)})
+def _normal(r):
+    assert r["exact"]["loc"] == pytest.approx(-7.3, abs=2e-3)
+    assert r["exact"]["variance"] == pytest.approx(3.2, abs=2e-3)
+    assert r["deck"] == {"loc": -7.2829, "variance": 3.2358}
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])
-def test_example_smoke(script, tmp_path):
+def _mixtures(r):
+    assert r["two_even"]["integral"] == pytest.approx(1.0, abs=1e-6)
+    assert r["two_even"]["variance"] == pytest.approx(50.4, abs=1e-3)  # 49 + 1.4
+    assert r["three_uneven"]["mean"] == pytest.approx(0.3, abs=1e-4)
+
+
+def _bimodal(r):
+    assert r["runs"]["forward_kl"]["exact"]["variance"] == pytest.approx(50.4, abs=1e-2)
+    assert r["runs"]["reverse_kl_right"]["exact"]["divergence"] == pytest.approx(
+        math.log(2), abs=1e-3
+    )
+    assert r["jsd_optima"]["mode"]["divergence"] == pytest.approx(0.2158, abs=1e-3)
+    assert r["jsd_optima"]["broad"]["divergence"] == pytest.approx(0.2940, abs=1e-3)
+    assert len(r["jsd_basins"]["L"]["runs"]) == 2  # the main run and one batched run
+
+
+def _fdiv_table(r):
+    rows = r["rows"]
+    assert len(rows) == 15
+    assert rows["kl_reverse"]["verdict"] == "mode-seeking"
+    assert rows["kl_forward"]["verdict"] == "mass-covering"
+    assert rows["kl_forward"]["best_exact"]["variance"] == pytest.approx(50.4, abs=0.05)
+
+
+def _landscapes(r):
+    scapes = r["landscapes"]
+    assert scapes["reverse_kl"]["best_exact"]["divergence"] == pytest.approx(math.log(2), abs=1e-3)
+    assert scapes["jsd"]["best_exact"]["divergence"] == pytest.approx(0.2158, abs=1e-3)
+
+
+def _reparam(r):
+    assert len(r["rows"]) == 18
+    assert max(abs(row["z"]) for row in r["rows"]) < 4.5  # gradients within s.e. of exact
+
+
+def _emd(r):
+    assert r["histograms"]["value"] == pytest.approx(0.7062374245472838, abs=1e-12)
+    assert r["w1_fit"]["optimum"]["loc"] == pytest.approx(0.0, abs=1e-2)
+
+
+def _mle(r):
+    assert max(c["max_abs_diff"] for c in r["cases"].values()) < 1e-3
+
+
+#: Each deck script and the check of its results.
+DECK = {
+    "deck_normal": _normal,
+    "deck_mixtures": _mixtures,
+    "deck_bimodal": _bimodal,
+    "deck_fdivergences": _fdiv_table,
+    "deck_landscape": _landscapes,
+    "deck_reparam": _reparam,
+    "deck_emd": _emd,
+    "deck_mle": _mle,
+}
+
+
+def test_every_deck_script_is_checked():
+    assert {p.stem for p in EXAMPLES.glob("deck_*.py")} == set(DECK)
+
+
+@pytest.mark.parametrize("name", sorted(DECK))
+def test_deck_script(name, tmp_path):
+    out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, str(script), "--smoke"],
+        [sys.executable, str(EXAMPLES / f"{name}.py"), "--smoke", "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"{name} failed:\n{result.stdout}\n{result.stderr}"
+    DECK[name](json.loads((out / "results.json").read_text()))
+
+
+def test_deck_scripts_write_nothing_without_out(tmp_path):
+    """Without --out a script writes no file (into the current folder or elsewhere)."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "deck_mixtures.py"), "--smoke"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert result.returncode == 0, f"{script.name} failed:\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert "50.4000" in result.stdout  # the printed report: the closed-form variance
+
+
+def test_deck_scripts_share_one_command_line(capsys):
+    """Each script is one call into the demo; a bad --set is a usage error naming the
+    experiment's settings."""
+    from pyrodiv.demo import run_example
+
+    for path in EXAMPLES.glob("deck_*.py"):
+        text = path.read_text()
+        assert "argparse" not in text and "run_example(" in text, path.name
+    with pytest.raises(SystemExit) as exit_info:
+        run_example("emd", ["--smoke", "--set", "stepz=3"])
+    assert exit_info.value.code == 2
+    assert "emd has no setting 'stepz'" in capsys.readouterr().err
 
 
 def run_example(name, *argv):

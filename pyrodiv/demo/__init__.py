@@ -14,7 +14,8 @@ numbers and, given an output directory, writes its figures:
 * :func:`~pyrodiv.demo.mle.mle_equivalences`.
 
 :func:`~pyrodiv.demo.runner.run_demo` runs them all and writes ``results.json`` and
-``report.md``.
+``report.md``; :func:`~pyrodiv.demo.example.run_example` runs one of them with the command line
+of the ``examples/deck_*.py`` scripts.
 
 Example::
 
@@ -26,6 +27,7 @@ Example::
 
 from .bimodal import bimodal_fits
 from .emd import earth_movers
+from .example import run_example
 from .fdiv_table import fdiv_table
 from .landscapes import landscapes
 from .mixtures import mixture_visuals
@@ -45,4 +47,5 @@ __all__ = [
     "mle_equivalences",
     "reparam_catalogue",
     "run_demo",
+    "run_example",
 ]

@@ -298,10 +298,75 @@ def landscapes(
                 LANDSCAPES[name][0],
                 small=True,
             )
-        for ax in list(axes.flat)[len(names) :]:
+        spare = list(axes.flat)[len(names) :]
+        for ax in spare:
             ax.set_axis_off()
+        handles = _legend_handles(paths, names)
+        if spare:
+            spare[0].legend(handles=handles, loc="center", fontsize=9, title="markers and paths")
+        else:
+            fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=9)
+        fig.suptitle(
+            "Monte Carlo loss landscapes over Q = N(mu, v) for the bimodal target "
+            "(colour: log(1 + D - min D), darker is lower)",
+            fontsize=11,
+        )
         result["figures"].append(save_figure(fig, out_dir, "landscapes_all.png"))
     return result
+
+
+#: The colour of an optimizer path, by its start (the same start has the same colour in
+#: every panel).
+PATH_COLORS = (
+    ("from N(1, 1), exp", "magenta", "from N(1, 1), sigma = exp(s)"),
+    ("from N(0, 1)", "tab:red", "from N(0, 1)"),
+    ("from N(-1, 1)", "white", "from N(-1, 1)"),
+    ("from N(1, 1)", "tab:orange", "from N(1, 1)"),
+    ("from N(1, 25)", "cyan", "from N(1, 25)"),
+)
+
+
+def path_color(label: str) -> str:
+    """The colour of a path labelled ``"... from N(m, v)..."`` (:data:`PATH_COLORS`).
+
+    Example::
+
+        >>> path_color("reverse KL from N(-1, 1)")
+        'white'
+    """
+    for key, color, _ in PATH_COLORS:
+        if key in label:
+            return color
+    return "yellow"
+
+
+def _legend_handles(paths, names):
+    from matplotlib.lines import Line2D
+
+    used = {path_color(label) for name in names for label, _ in paths.get(name, [])}
+    handles = [
+        Line2D([], [], color=color, lw=2, label=f"optimizer path {text}")
+        for _, color, text in PATH_COLORS
+        if color in used
+    ]
+    handles += [
+        Line2D([], [], ls="", marker="o", color="0.6", mec="k", label="start of a path"),
+        Line2D([], [], ls="", marker="s", color="0.6", mec="k", label="end of a path"),
+        Line2D([], [], ls="", marker="X", ms=9, color="white", mec="k", label="grid minimum"),
+        Line2D(
+            [], [], ls="", marker="*", ms=12, color="gold", mec="k", label="exact local optima"
+        ),
+    ]
+    for h in handles:
+        if h.get_color() == "white":
+            h.set_path_effects(_outline())
+    return handles
+
+
+def _outline():
+    from matplotlib import patheffects
+
+    return [patheffects.withStroke(linewidth=3, foreground="0.3")]
 
 
 def _draw(ax, fig, mus, variances, Z, info, paths, title, small=False):
@@ -309,12 +374,11 @@ def _draw(ax, fig, mus, variances, Z, info, paths, title, small=False):
     shown = np.log1p(np.where(finite, Z, np.nanmax(Z[finite])) - np.nanmin(Z[finite]))
     mesh = ax.pcolormesh(mus, variances, shown, cmap="viridis", shading="auto")
     cbar = fig.colorbar(mesh, ax=ax)
-    if not small:
-        cbar.set_label(r"$\log(1 + \hat D - \min \hat D)$")
-    colors = ["tab:red", "tab:orange", "white", "tab:pink", "cyan", "magenta", "yellow"]
-    for k, (label, traj) in enumerate(paths):
-        c = colors[k % len(colors)]
-        ax.plot(traj["loc"], traj["variance"], color=c, lw=1.3, label=None if small else label)
+    cbar.set_label(r"$\log(1 + \hat D - \min \hat D)$", fontsize=8 if small else 10)
+    for label, traj in paths:
+        c = path_color(label)
+        effects = _outline() if c == "white" else None
+        ax.plot(traj["loc"], traj["variance"], color=c, lw=1.3, label=label, path_effects=effects)
         ax.plot(traj["loc"][0], traj["variance"][0], "o", color=c, ms=4, mec="k", mew=0.5)
         ax.plot(traj["loc"][-1], traj["variance"][-1], "s", color=c, ms=5, mec="k", mew=0.5)
     gm = info["grid_min"]
@@ -326,7 +390,7 @@ def _draw(ax, fig, mus, variances, Z, info, paths, title, small=False):
         ms=10,
         mec="k",
         mew=0.8,
-        label=None if small else "grid minimum",
+        label="grid minimum",
         clip_on=False,
         zorder=6,
     )
@@ -339,7 +403,7 @@ def _draw(ax, fig, mus, variances, Z, info, paths, title, small=False):
             ms=12,
             mec="k",
             mew=0.6,
-            label=None if (small or k) else "exact local optima",
+            label=None if k else "exact local optima",
             clip_on=False,
             zorder=5,
         )

@@ -323,7 +323,8 @@ def _figures(out_dir, rows, gumbel, seed):
         ax.set_title(f"{family}({args}): {formula}", fontsize=8.5)
         ax.set_xlabel("x")
         ax.set_ylabel("density")
-        ax.legend(fontsize=7)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncol=2, fontsize=9, frameon=False)
     ax = axes.flat[-1]
     labels = [f"{r['family']} d/d{r['param']} ({r['sampler']})" for r in rows]
     zs = [r["z"] for r in rows]
@@ -357,7 +358,7 @@ def _figures(out_dir, rows, gumbel, seed):
     axes[0].set_title(
         f"Gumbel-softmax fit (temperature {gumbel['temperature']:g}) by reverse KL", fontsize=10
     )
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="upper left")
     h = gumbel["history"]
     probs = np.array(h["probs"])
     for j in range(probs.shape[1]):
@@ -366,6 +367,6 @@ def _figures(out_dir, rows, gumbel, seed):
     axes[1].set_xlabel("SVI step")
     axes[1].set_ylabel("softmax(logits)")
     axes[1].set_title("probabilities vs step (dotted: target)", fontsize=10)
-    axes[1].legend(fontsize=7, loc="center right")
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     files.append(save_figure(fig, out_dir, "gumbel_softmax.png"))
     return files

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .bimodal import bimodal_fits
+from .docs_figures import figure_numbers
 from .emd import earth_movers
 from .fdiv_table import fdiv_table
 from .landscapes import landscapes
@@ -221,6 +222,7 @@ def run_demo(
         "python": platform.python_version(),
         "settings": {n: settings[n] for n in names},
         "wall_s": {},
+        "cpu_s": {},
     }
     start = time.perf_counter()
     mode = "quick" if quick else "full"
@@ -233,18 +235,21 @@ def run_demo(
             if name != "mixtures":
                 kwargs["progress"] = tracker
             tracker.start(name, progress_units(name, settings[name]))
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             results[name] = EXPERIMENTS[name](out, **kwargs)
             meta["wall_s"][name] = time.perf_counter() - t0
+            meta["cpu_s"][name] = time.process_time() - c0
             tracker.finish(name, meta["wall_s"][name])
     finally:
         tracker.close()
         torch.set_num_threads(old_threads)
     meta["wall_s"]["total"] = time.perf_counter() - start
+    meta["cpu_s"]["total"] = sum(meta["cpu_s"].values())
     if "landscapes" in results:
         surfaces = results["landscapes"].pop("surfaces")
         np.savez_compressed(out / "landscapes.npz", **surfaces)
     results = {"meta": meta, **results}
+    results["docs_figures"] = figure_numbers(to_json(results))
     (out / "results.json").write_text(json.dumps(to_json(results), indent=1))
     from .report import write_report
 
