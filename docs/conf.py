@@ -7,6 +7,7 @@ reference included, fails the build. Nothing is fetched from the network at buil
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -29,6 +30,22 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
 ]
+
+# Maths without the network: the sphinx-mathjax-offline extension (the docs extra) copies
+# MathJax 3 into the built site and points mathjax_path at it, so offline readers get rendered
+# formulas. Without it Sphinx's default (MathJax from a CDN) is used, and a note says so.
+MATHJAX_OFFLINE = importlib.util.find_spec("sphinx-mathjax-offline") is not None
+if MATHJAX_OFFLINE:
+    extensions.append("sphinx-mathjax-offline")
+else:
+    print(
+        "docs/conf.py: sphinx-mathjax-offline is not installed; the maths will load MathJax "
+        "from a CDN (pip install sphinx-mathjax-offline for offline reading)"
+    )
+
+# Source pages under _modules for pyrodiv's own modules only: a name that a pyrodiv module
+# imports (from ArviZ, Pyro or torch) is not followed to its library's source.
+viewcode_follow_imported_members = False
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"

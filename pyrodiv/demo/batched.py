@@ -61,9 +61,10 @@ def batched_guide(rows: list[Row]):
     r"""The talk's guide for every row at once: ``pyro.param("loc")``, ``"L"`` and
     ``"log_scale"`` of shape ``(B,)``; row :math:`b` uses :math:`|L_b|` or :math:`e^{s_b}` as
     its :math:`\sigma_b` (the other parameter gets no gradient), and ``"x"`` is drawn in a plate
-    ``"rows"`` of size ``B``."""
-    loc0 = torch.tensor([float(r.start[0]) for r in rows])
-    sd0 = torch.tensor([math.sqrt(float(r.start[1])) for r in rows])
+    ``"rows"`` of size ``B``. The parameters are float32, as in the talk."""
+    f32 = torch.float32  # as the talk's guide (common.normal_guide), whatever the default
+    loc0 = torch.tensor([float(r.start[0]) for r in rows], dtype=f32)
+    sd0 = torch.tensor([math.sqrt(float(r.start[1])) for r in rows], dtype=f32)
     use_exp = torch.tensor([r.scale == "exp" for r in rows])
     for r in rows:
         if r.scale not in ("L", "exp"):
