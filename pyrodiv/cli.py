@@ -405,6 +405,14 @@ def run_compare_command(args) -> int:
     except argparse.ArgumentTypeError as error:
         args.parser.error(f"argument --out: {error}")
     torch.set_num_threads(args.threads)
+    if not args.no_progress:
+        plan = f"{len(losses)} fit(s) of {options['num_steps']} steps: {', '.join(losses)}"
+        if args.nuts:
+            plan = (
+                f"NUTS first ({options['nuts_chains']} chain(s) of {options['nuts_warmup']} "
+                f"warmup + {options['nuts_draws']} draws, minutes), then {plan}"
+            )
+        print(f"pyrodiv compare {args.model}: {plan}", flush=True)
     result = run_zoo_comparison(
         args.model,
         losses,

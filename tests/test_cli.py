@@ -168,4 +168,5 @@ def test_an_alias_is_reported_under_the_name_given(monkeypatch, capsys, tmp_path
         "--out out/compare/eight_schools_noncentered --quick"
     )
     assert calls["num_steps"] == 300  # --quick
-    assert out.startswith("eight_schools_noncentered (zoo: eight_schools)")
+    assert out.startswith("pyrodiv compare eight_schools_noncentered: 1 fit(s) of 300 steps")
+    assert "\neight_schools_noncentered (zoo: eight_schools), posterior" in out
