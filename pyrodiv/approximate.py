@@ -75,8 +75,9 @@ class ApproximateSettings:
     :param window: steps per window (convergence check, learning-rate decay, averaging).
     :param tolerance: stop when the window means of the parameters move less than this (in
         whitened units: posterior sds for the mean).
-    :param lr: Adam's initial learning rate; ``lr_decay`` multiplies it after each window,
-        down to ``min_lr``.
+    :param lr: Adam's initial learning rate; ``lr_decay`` multiplies it after each window
+        whose mean moved less than ``drift`` times the most Adam can travel in a window
+        (``lr * window``), that is once noise, not travel, dominates; down to ``min_lr``.
     :param target_ess: effective sample size wanted per step of a self-normalized divergence;
         the particle count is ``target_ess`` over the ESS fraction of ``probe_draws`` draws,
         within ``[min_particles, max_particles]``; ``num_particles`` fixes it instead.
@@ -87,14 +88,20 @@ class ApproximateSettings:
     :param warm_start: run the Laplace warm start (else: prior medians, unit scales).
     :param full_rank_max_dim: the largest dimension given a full-rank guide by ``"auto"``.
     :param init_values: ``{site: value}`` used as the first start of the mode search.
+    :param rounds, rewhiten_above: each training stage runs up to ``rounds`` rounds; after a
+        round a whitened guide becomes the new whitening (re-preconditioning), and another
+        round runs if that round moved its mean or log sds by more than ``rewhiten_above``.
     :param num_starts: starts of the mode search (the first, then uniform draws on [-2, 2]).
+    :param path_points, path_draws: Gaussians along the L-BFGS path that compete with the
+        Laplace approximation, scored by an ELBO of ``path_draws`` draws (0: the mode only).
     """
 
     max_steps: int = 2000
     reverse_kl_steps: int = 1000
-    window: int = 50
-    tolerance: float = 0.02
+    window: int = 25
+    tolerance: float = 0.05
     lr: float = 0.05
+    drift: float = 0.25
     lr_decay: float = 0.7
     min_lr: float = 0.002
     target_ess: float = 32.0
@@ -111,6 +118,10 @@ class ApproximateSettings:
     full_rank_max_dim: int = 300
     init_values: dict | None = None
     num_starts: int = 3
+    rounds: int = 3
+    rewhiten_above: float = 0.5
+    path_points: int = 6
+    path_draws: int = 64
 
     def __post_init__(self):
         if self.on_failure not in ("warn", "raise"):
@@ -227,6 +238,9 @@ class Approximation:
         ]
 
 
+_FAILED = ("collapsed", "ran away", "failed")
+
+
 def _warn(message: str) -> None:
     warnings.warn(message, ApproximationWarning, stacklevel=3)
 
@@ -271,10 +285,15 @@ class _Monitor:
         if isinstance(self.guide, AutoWhitenedNormal) and self._broken(step):
             return True
         self.average = mean
-        if self.previous is not None and (mean - self.previous).abs().max() < self.s.tolerance:
+        previous, self.previous = self.previous, mean
+        if previous is None:
+            return False
+        change = float((mean - previous).abs().max())
+        if change < self.s.tolerance:
             self.status = "converged"
             return True
-        self.previous = mean
+        if change > self.s.drift * self.lr * self.s.window:
+            return False  # still travelling: keep the learning rate
         self.lr = max(self.s.min_lr, self.lr * self.s.lr_decay)
         for optimizer in self.optim.optim_objs.values():
             for group in optimizer.param_groups:
@@ -437,7 +456,14 @@ def approximate(
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     start = laplace(
-                        model, helper, args, kwargs, num_starts=settings.num_starts, seed=seed
+                        model,
+                        helper,
+                        args,
+                        kwargs,
+                        num_starts=settings.num_starts,
+                        seed=seed,
+                        elbo=_elbo_scorer(model, helper, args, kwargs, settings, seed),
+                        path_points=settings.path_points,
                     )
                 result.laplace = start
                 result.stages.append(
@@ -462,8 +488,9 @@ def approximate(
         if not is_reverse and settings.reverse_kl_steps > 0:
             k = settings.reverse_kl_particles
             loss = pyrodiv.ReverseKL(num_particles=k, **loss_options)
-            stage, losses, detail = _train(
+            _rounds(
                 "reverse_kl stage",
+                result,
                 model,
                 made,
                 args,
@@ -473,8 +500,8 @@ def approximate(
                 settings,
                 settings.reverse_kl_steps,
                 progress,
+                "reverse KL (the warm-up stage)",
             )
-            _record(result, stage, losses, detail, "reverse KL (the warm-up stage)", settings)
         if isinstance(divergence, str):
             if is_reverse:
                 k = settings.num_particles or settings.reverse_kl_particles
@@ -485,10 +512,20 @@ def approximate(
             loss = pyrodiv.get_loss(divergence, num_particles=k, **loss_options)
         else:
             loss, k = divergence, divergence.num_particles
-        stage, losses, detail = _train(
-            name, model, made, args, kwargs, loss, k, settings, settings.max_steps, progress
+        _rounds(
+            name,
+            result,
+            model,
+            made,
+            args,
+            kwargs,
+            loss,
+            k,
+            settings,
+            settings.max_steps,
+            progress,
+            _divergence_name(loss),
         )
-        _record(result, stage, losses, detail, _divergence_name(loss), settings)
         if settings.khat_draws:
             t = time.perf_counter()
             result.khat = pyrodiv.psis_khat(
@@ -509,11 +546,45 @@ def approximate(
     return result
 
 
+def _elbo_scorer(model, helper, args, kwargs, settings, seed):
+    """``(center, scale_tril) -> (ELBO estimate, draws)`` of the whitened Gaussian there."""
+    if not settings.path_points:
+        return None
+
+    def score(center, scale_tril):
+        helper.set_whitening(center, scale_tril)
+        try:
+            log_w = guide_log_weights(
+                model, helper, *args, num_samples=settings.path_draws, seed=seed, **kwargs
+            )
+        except (ValueError, RuntimeError):
+            return -math.inf, settings.path_draws
+        value = float(log_w.mean())
+        return (value if math.isfinite(value) else -math.inf), settings.path_draws
+
+    return score
+
+
 def _constrained(guide: AutoWhitenedNormal, z: torch.Tensor):
     from pyro.distributions.transforms import biject_to
 
     for site, unconstrained in guide._unpack_latent(z):
         yield site, biject_to(site["fn"].support)(unconstrained)
+
+
+def _rounds(name, result, model, guide, args, kwargs, loss, k, settings, steps, progress, label):
+    """Train in rounds; a whitened guide is re-whitened at its fit after each round, and
+    another round runs while the last one moved it by more than ``rewhiten_above``."""
+    for round_ in range(settings.rounds):
+        label_round = name if round_ == 0 else f"{name} (round {round_ + 1})"
+        stage, losses, detail = _train(
+            label_round, model, guide, args, kwargs, loss, k, settings, steps, progress
+        )
+        _record(result, stage, losses, detail, label, settings)
+        if stage.status in _FAILED or not isinstance(guide, AutoWhitenedNormal):
+            return
+        if guide.rewhiten() < settings.rewhiten_above:
+            return
 
 
 def _record(result, stage, losses, detail, divergence, settings) -> None:

@@ -103,6 +103,24 @@ class AutoWhitenedNormal(AutoContinuous):
             for p in self.parameters():
                 p.zero_()
 
+    def rewhiten(self) -> float:
+        r"""Make the current guide the new whitening, :math:`m \leftarrow m + La`,
+        :math:`L \leftarrow LB`, and reset :math:`a, s, R` to 0; returns how far the guide
+        had moved from the old whitening (the largest of :math:`|a|_\infty` and
+        :math:`|\log \sigma(B)|_\infty`)."""
+        a, sds = self.whitened_moments()
+        moved = max(float(a.abs().max()), float(sds.log().abs().max()))
+        with torch.no_grad():
+            posterior = self.get_posterior()
+            if self.full_rank:
+                self.set_whitening(posterior.loc, posterior.scale_tril)
+            else:
+                self.center = posterior.base_dist.loc.detach().clone()
+                self.factor = posterior.base_dist.scale.detach().clone()
+                for p in self.parameters():
+                    p.zero_()
+        return moved
+
     def whitened_tril(self) -> torch.Tensor:
         """:math:`B`, the guide's Cholesky factor in whitened coordinates."""
         B = torch.diag_embed(self.log_scale.exp())
@@ -164,6 +182,7 @@ class LaplaceStart:
     seconds: float
     fixed_eigenvalues: int
     newton_decrement: float
+    path_point: int | None = None
 
 
 def _gradient(f, z):
@@ -173,7 +192,7 @@ def _gradient(f, z):
     return value.detach(), grad
 
 
-def _lbfgs(f, z0, max_iter: int) -> tuple[torch.Tensor, float, int]:
+def _lbfgs(f, z0, max_iter: int) -> tuple[torch.Tensor, float, int, list]:
     z = z0.detach().clone().requires_grad_()
     optimizer = torch.optim.LBFGS(
         [z],
@@ -186,6 +205,7 @@ def _lbfgs(f, z0, max_iter: int) -> tuple[torch.Tensor, float, int]:
         line_search_fn="strong_wolfe",
     )
     count = 0
+    path = []
 
     def closure():
         nonlocal count
@@ -195,12 +215,13 @@ def _lbfgs(f, z0, max_iter: int) -> tuple[torch.Tensor, float, int]:
         if not torch.isfinite(value):
             return torch.full_like(value, 1e300)
         value.backward()
+        path.append((float(value), z.detach().clone()))
         return value
 
     optimizer.step(closure)
     with torch.no_grad():
         value = float(f(z))
-    return z.detach(), value, count + 1
+    return z.detach(), value, count + 1, path
 
 
 def _fixed_cholesky(H: torch.Tensor, floor: float) -> tuple[torch.Tensor, int]:
@@ -224,6 +245,8 @@ def laplace(
     max_iter: int = 200,
     newton_steps: int = 8,
     seed: int = 0,
+    elbo=None,
+    path_points: int = 6,
 ) -> LaplaceStart:
     r"""The Laplace approximation :math:`N(m, H^{-1})` of ``model``'s posterior in the
     unconstrained packing of ``guide`` (set up here if needed).
@@ -234,6 +257,12 @@ def laplace(
     finite end point is polished by up to ``newton_steps`` damped Newton steps with the exact
     Hessian (``torch.autograd.functional.hessian``), which also reach the mode along the
     nearly flat directions of badly conditioned posteriors where L-BFGS stalls.
+
+    With ``elbo`` (``(center, scale_tril) -> (ELBO estimate, gradient evaluations)``), up to
+    ``path_points`` Gaussians at points of the L-BFGS path (their own Hessians) compete with
+    the Laplace approximation, and the one of largest ELBO is returned (as in Pathfinder,
+    Zhang et al. 2022, with the exact Hessian instead of the L-BFGS estimate);
+    ``path_point`` says which (``None``: the mode).
 
     :raises ValueError: when no start gives a finite log density.
     """
@@ -253,15 +282,17 @@ def laplace(
                     value = init_to_uniform(site, radius=2.0)
                     site_values[name] = biject_to(site["fn"].support).inv(value).reshape(-1)
             starts.append(torch.cat(list(site_values.values())))
-    best, best_value = None, -math.inf
+    best, best_value, best_path = None, -math.inf, []
     for start in starts:
         try:
-            z, value, used = _lbfgs(f, start, max_iter)
+            z, value, used, path = _lbfgs(f, start, max_iter)
         except (RuntimeError, ValueError):
             continue
         count += used
         if math.isfinite(value) and value > best_value:
-            best, best_value = z, value
+            best, best_value, best_path = z, value, path
+        if best is not None and start is starts[0]:
+            break  # the first start reached a finite optimum: no need for the others
     if best is None:
         raise ValueError(
             "approximate: the model's log density is not finite at any start (the prior "
@@ -294,12 +325,45 @@ def laplace(
         z = candidate.detach()
     with torch.no_grad():
         log_density = float(f(z))
+    center, path_point = z.detach(), None
+    if elbo is not None and path_points:
+        # Pathfinder's idea: a Gaussian at a point of the optimization path can beat the
+        # Laplace approximation at the mode (hierarchical models, whose joint mode sits in a
+        # corner of the posterior). Candidates: evenly spaced accepted points of the path.
+        accepted = _monotone(best_path)
+        step = max(1, len(accepted) // path_points)
+        candidates = [(center, L)]
+        for point in accepted[::step][:path_points]:
+            H_point = -torch.autograd.functional.hessian(f, point)
+            count += dim
+            candidates.append((point, _fixed_cholesky(H_point, floor)[0]))
+        scores = []
+        for point, tril in candidates:
+            value, used = elbo(point, tril)
+            count += used
+            scores.append(value)
+        index = max(range(len(scores)), key=lambda i: scores[i])
+        if index > 0:
+            center, L = candidates[index]
+            path_point = index
     return LaplaceStart(
-        mode=z.detach(),
+        mode=center,
         scale_tril=L.detach(),
         log_density=log_density,
         num_gradient_evaluations=count,
         seconds=time.perf_counter() - began,
         fixed_eigenvalues=bad,
         newton_decrement=decrement,
+        path_point=path_point,
     )
+
+
+def _monotone(path):
+    """The points of an L-BFGS run that improved on every earlier one (its accepted iterates,
+    up to line-search trials)."""
+    out, best = [], math.inf
+    for value, point in path:
+        if value < best:
+            out.append(point)
+            best = value
+    return out
