@@ -1,0 +1,243 @@
+r"""Accuracy, wall time and gradient evaluations of :func:`pyrodiv.approximate` on the zoo's
+posteriordb posteriors, for each divergence, with and without PSIS resampling.
+
+For every model and divergence, one ``approximate(model, divergence=...)`` fit with the default
+settings (automatic budgets), then 1000 draws of the guide and 1000 PSIS-resampled draws
+(from 2000 guide draws), scored against posteriordb's reference draws with
+:func:`pyrodiv.compare_posteriors` (W1 and the sd ratio per scalar variable, in reference-sd
+units). The fit's wall time and gradient evaluations (a Hessian counts D, an SVI step of K
+particles counts K) are recorded with its k-hat and the pipeline's stages.
+
+A method passes on a model when its worst-variable W1 <= 0.25 and every sd ratio is in
+[0.8, 1.25]. The NUTS wall times are those of ``posteriordb.csv`` (one chain of 500 warmup +
+500 draws, the same machine), doubled for 1000 + 1000.
+
+Writes ``approximate.csv`` (one row per model and method), ``approximate_variables.csv`` and
+``approximate.md`` to ``--out``; ``--render`` only rewrites the report from the csv::
+
+    python benchmarks/approximate.py [--models kidiq,earnings] [--render]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import torch
+from pyrodiv.output import num, table
+from pyrodiv.zoo_comparison import (
+    REFERENCE_DRAWS_PER_CHAIN,
+    _posteriordb_idata,
+    resolve_model,
+    summarize_by_method,
+)
+
+import pyrodiv
+from pyrodiv.approximate import approximate
+from pyrodiv.zoo import ZOO
+
+OUT = Path(__file__).resolve().parent / "results"
+DIVERGENCES = ["forward_kl", "reverse_kl", "jensen_shannon", "squared_hellinger", "pearson"]
+W1_LIMIT, SD_LOW, SD_HIGH = 0.25, 0.8, 1.25
+
+
+def _nuts_seconds(out: Path) -> dict:
+    table_ = pd.read_csv(out / "posteriordb.csv")
+    nuts = table_[table_["method"] == "nuts"]
+    return {r.model: 2 * r.wall_time_s for r in nuts.itertuples()}
+
+
+def _warm_up() -> None:
+    """One tiny fit, so that the first model does not pay for imports and first calls."""
+    import pyro
+    import pyro.distributions as dist
+
+    def model(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    approximate(model, torch.zeros(3), divergence="forward_kl", progress=False)
+
+
+def run_model(name: str, divergences, posteriordb=None) -> tuple[pd.DataFrame, list[dict]]:
+    entry = resolve_model(name)
+    kwargs = entry.kwargs(posteriordb, torch.float64)
+    idatas = {
+        "posteriordb": _posteriordb_idata(
+            entry, entry.model, kwargs, posteriordb, REFERENCE_DRAWS_PER_CHAIN
+        )
+    }
+    extra = []
+    for divergence in divergences:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit = approximate(
+                entry.model, divergence=divergence, model_kwargs=kwargs, progress=False
+            )
+            idata = fit.to_inference_data(1000)
+            began = time.perf_counter()
+            resampled = fit.to_inference_data(1000, resample="psis")
+            resample_s = time.perf_counter() - began
+        messages = [str(w.message) for w in caught if "Approximation" in w.category.__name__]
+        stages = "; ".join(
+            f"{s.name} {s.steps}x{s.particles} {s.status} {s.seconds:.1f}s"
+            for s in fit.stages
+            if s.name not in ("khat",)
+        )
+        for method, data, seconds in (
+            (divergence, idata, fit.seconds),
+            (f"{divergence}+psis", resampled, fit.seconds + resample_s),
+        ):
+            data.attrs["wall_time_s"] = seconds
+            idatas[method] = data
+            extra.append(
+                {
+                    "model": entry.name,
+                    "method": method,
+                    "khat_fit": fit.khat,
+                    "gradient_evaluations": fit.num_gradient_evaluations,
+                    "stages": stages,
+                    "warnings": " | ".join(m[:160] for m in messages),
+                }
+            )
+        print(
+            f"  {entry.name} {divergence}: {fit.seconds:.1f} s, k-hat {fit.khat:.2f}, {stages}",
+            flush=True,
+        )
+    comparison = pyrodiv.compare_posteriors(idatas, reference="posteriordb")
+    comparison.insert(0, "model", entry.name)
+    comparison = comparison[comparison["method"] != "posteriordb"]
+    return comparison, extra
+
+
+def _summary(variables: pd.DataFrame, extra: pd.DataFrame, nuts: dict) -> pd.DataFrame:
+    summary = summarize_by_method(variables).drop(columns="khat")
+    summary = summary.merge(extra, on=["model", "method"], how="left")
+    summary["nuts_s"] = summary["model"].map(nuts)
+    summary["time_fraction"] = summary["wall_time_s"] / summary["nuts_s"]
+    summary["passes"] = (
+        (summary["w1_max"] <= W1_LIMIT)
+        & (summary["sd_ratio_min"] >= SD_LOW)
+        & (summary["sd_ratio_max"] <= SD_HIGH)
+    )
+    return summary
+
+
+def _markdown(summary: pd.DataFrame) -> str:
+    models = list(dict.fromkeys(summary["model"]))
+    lines = [
+        "# `pyrodiv.approximate` against posteriordb reference draws",
+        "",
+        f"Regenerate: `python benchmarks/approximate.py --models {','.join(models)}`",
+        "",
+        "Default settings of `approximate` (automatic budgets), seed 0, float64, one torch "
+        "thread, on a shared 2-core machine. Per fit: 1000 guide draws (`method`), or 1000 "
+        "draws PSIS-resampled from 2000 guide draws (`method+psis`). Reference: posteriordb "
+        "(10 chains thinned to 4000 draws). A fit *passes* when its worst-variable W1 <= 0.25 "
+        "reference sds and every sd ratio is in [0.8, 1.25]. NUTS time: the 500 warmup + 500 "
+        "draw runs of `posteriordb.csv` (same machine, earlier), doubled for 1000 + 1000; not "
+        "rerun here. Gradient evaluations: L-BFGS and Newton evaluations, a Hessian counts "
+        "D, the path ELBOs count their draws, an SVI step of K particles counts K.",
+        "",
+        "## Per divergence",
+        "",
+    ]
+    rows = []
+    for method, group in summary.groupby("method", sort=False):
+        rows.append(
+            [
+                method,
+                f"{int(group['passes'].sum())} of {len(group)}",
+                num(group["w1_max"].median(), 3),
+                f"{num(group['wall_time_s'].sum(), 0)} / {num(group['nuts_s'].sum(), 0)}",
+                num(group["wall_time_s"].sum() / group["nuts_s"].sum(), 3),
+                num(group["time_fraction"].max(), 3),
+                f"{int(group['gradient_evaluations'].median())}",
+            ]
+        )
+    header = [
+        "method",
+        "passes",
+        "W1 max (median)",
+        "time / NUTS time (s)",
+        "sum fraction",
+        "worst fraction",
+        "gradient evals (median)",
+    ]
+    lines += [table(header, rows), "", "## Per model", ""]
+    rows = [
+        [
+            r.model,
+            r.method,
+            "yes" if r.passes else "no",
+            num(r.w1_max, 3),
+            f"{num(r.sd_ratio_min, 2)} / {num(r.sd_ratio_max, 2)}",
+            num(r.khat_fit, 2),
+            num(r.wall_time_s, 1),
+            num(r.time_fraction, 3),
+            str(int(r.gradient_evaluations)),
+        ]
+        for r in summary.itertuples()
+    ]
+    header = [
+        "model",
+        "method",
+        "passes",
+        "W1 max",
+        "sd ratio min / max",
+        "k-hat",
+        "time (s)",
+        "x NUTS",
+        "gradient evals",
+    ]
+    lines += [table(header, rows), "", "## Stages and warnings", ""]
+    for r in summary.itertuples():
+        if r.method.endswith("+psis"):
+            continue
+        lines.append(f"- {r.model}, {r.method}: {r.stages}")
+        if isinstance(r.warnings, str) and r.warnings:
+            lines.append(f"  - warned: {r.warnings}")
+    return "\n".join(lines) + "\n"
+
+
+def main(args) -> None:
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    out = Path(args.out)
+    nuts = _nuts_seconds(OUT)
+    if not args.render:
+        models = [m.strip() for m in args.models.split(",")] if args.models else list(ZOO)
+        divergences = args.divergences.split(",")
+        _warm_up()
+        variables, extra = [], []
+        for name in models:
+            began = time.perf_counter()
+            table_, rows = run_model(name, divergences, args.posteriordb)
+            variables.append(table_)
+            extra += rows
+            print(f"{name}: {time.perf_counter() - began:.0f} s", flush=True)
+            pd.concat(variables).to_csv(out / "approximate_variables.csv", index=False)
+            pd.DataFrame(extra).to_csv(out / "approximate_extra.csv", index=False)
+    variables = pd.read_csv(out / "approximate_variables.csv")
+    extra = pd.read_csv(out / "approximate_extra.csv")
+    summary = _summary(variables, extra, nuts)
+    summary.to_csv(out / "approximate.csv", index=False)
+    text = _markdown(summary)
+    (out / "approximate.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", default="", help="comma-separated zoo names (default: all)")
+    parser.add_argument("--divergences", default=",".join(DIVERGENCES))
+    parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--render", action="store_true", help="only rewrite the report")
+    parser.add_argument("--posteriordb", default=None)
+    main(parser.parse_args())

@@ -1,0 +1,238 @@
+"""Tests of :func:`pyrodiv.approximate.approximate` on conjugate models with exact posteriors.
+
+Tolerances: the fitted guide's mean and sd are read from its parameters (no Monte Carlo);
+they are compared with the exact posterior in units of the posterior sd. Where draws are
+used, the tolerance is stated in Monte Carlo standard errors (sd / sqrt(n)).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import pyrodiv
+from pyrodiv import arviz_adapter
+from pyrodiv.approximate import (
+    ApproximateSettings,
+    Approximation,
+    ApproximationWarning,
+    approximate,
+)
+from pyrodiv.warm_start import AutoWhitenedNormal
+from pyrodiv.zoo import ZOO, posteriordb_path
+
+FAST = {"khat_draws": 200, "progress": False}
+
+
+def normal_normal(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu, 2.0), obs=y)
+
+
+def _normal_normal_data():
+    torch.manual_seed(1)
+    y = 3.0 + 2.0 * torch.randn(20)
+    precision = 1 / 10.0**2 + len(y) / 2.0**2
+    return y, float(y.sum() / 2.0**2 / precision), precision**-0.5
+
+
+def _moments(guide: AutoWhitenedNormal):
+    loc, scale = guide._loc_scale()
+    return loc.detach(), scale.detach()
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "jensen_shannon"])
+def test_normal_normal_exact(divergence):
+    y, mean, sd = _normal_normal_data()
+    fit = approximate(normal_normal, y, divergence=divergence, **FAST)
+    loc, scale = _moments(fit.guide)
+    # The posterior is Gaussian: every divergence's optimum is exact; allow 0.1 sd for the
+    # optimizer's noise and the O(1/K) bias of the self-normalized estimates.
+    assert abs(float(loc[0]) - mean) < 0.1 * sd
+    assert abs(float(scale[0]) / sd - 1) < 0.1
+    assert fit.khat < 0.7
+    assert fit.num_gradient_evaluations > 0 and fit.seconds > 0
+    assert [s.name for s in fit.stages][0] == "laplace"
+
+
+def regression(x, y, sigma_scale=100.0):
+    a = pyro.sample("a", dist.Normal(0.0, 1000.0))
+    b = pyro.sample("b", dist.Normal(0.0, 1000.0))
+    sigma = pyro.sample("sigma", dist.HalfCauchy(sigma_scale))
+    with pyro.plate("data", len(x)):
+        pyro.sample("y", dist.Normal(a + b * x, sigma), obs=y)
+
+
+def known_sigma_regression(x, y):
+    a = pyro.sample("a", dist.Normal(0.0, 1000.0))
+    b = pyro.sample("b", dist.Normal(0.0, 1000.0))
+    with pyro.plate("data", len(x)):
+        pyro.sample("y", dist.Normal(a + b * x, 0.9), obs=y)
+
+
+def _regression_data(n=40):
+    torch.manual_seed(2)
+    x = 100.0 + 15.0 * torch.randn(n)  # badly scaled: a and b correlate at about -0.99
+    y = 20.0 + 0.6 * x + 0.9 * torch.randn(n)
+    return x, y
+
+
+def test_badly_scaled_regression_exact_gaussian():
+    x, y = _regression_data()
+    X = torch.stack([torch.ones_like(x), x], -1)
+    precision = X.T @ X / 0.9**2 + torch.eye(2) / 1000.0**2
+    cov = torch.linalg.inv(precision)
+    mean = cov @ (X.T @ y) / 0.9**2
+    sd = cov.diagonal().sqrt()
+    for divergence in ("forward_kl", "squared_hellinger"):
+        fit = approximate(known_sigma_regression, x, y, divergence=divergence, **FAST)
+        loc, scale = _moments(fit.guide)
+        assert ((loc - mean).abs() / sd).max() < 0.15, divergence
+        assert ((scale / sd) - 1).abs().max() < 0.15, divergence
+
+
+def _sigma_posterior(x, y, sigma_scale=100.0, prior_sd=1000.0):
+    """Exact posterior moments of sigma by quadrature: beta is integrated out analytically,
+    p(sigma | y) ∝ HalfCauchy(sigma) N(y | 0, sigma^2 I + prior_sd^2 X X^T)."""
+    X = torch.stack([torch.ones_like(x), x], -1)
+    grid = torch.linspace(0.3, 3.0, 4000)
+    cov = prior_sd**2 * X @ X.T
+    log_post = torch.stack(
+        [
+            dist.MultivariateNormal(torch.zeros(len(y)), cov + s**2 * torch.eye(len(y))).log_prob(
+                y
+            )
+            + dist.HalfCauchy(sigma_scale).log_prob(s)
+            for s in grid
+        ]
+    )
+    w = (log_post - log_post.max()).exp()
+    w = w / w.sum()
+    mean = float((w * grid).sum())
+    return mean, float((w * (grid - mean) ** 2).sum().sqrt())
+
+
+def test_halfcauchy_100_sigma_and_predictor_near_100():
+    """Pyro's default init puts sigma at the prior median 100; the fit must still find the
+    posterior (sigma near 0.9), not stop 10^4 posterior sds away."""
+    x, y = _regression_data()
+    mean, sd = _sigma_posterior(x, y)
+    fit = approximate(regression, x, y, divergence="forward_kl", **FAST)
+    idata = fit.to_inference_data(num_samples=2000)
+    sigma = arviz_adapter.get_draws(idata, "sigma").reshape(-1)
+    # 2000 draws: the Monte Carlo standard error of the mean is sd / 45; allow 0.15 sd
+    # (about 7 standard errors) for the Gaussian family in log sigma and the optimizer.
+    assert abs(float(sigma.mean()) - mean) < 0.15 * sd
+    assert 0.85 < float(sigma.std()) / sd < 1.15
+    assert fit.khat < 0.7
+
+
+def test_named_guides_and_options():
+    y, mean, sd = _normal_normal_data()
+    fit = approximate(
+        normal_normal, y, divergence="reverse_kl", guide="AutoNormal", max_steps=300, **FAST
+    )
+    assert not fit.guide.full_rank
+    loc, scale = _moments(fit.guide)
+    assert abs(float(loc[0]) - mean) < 0.1 * sd
+    settings = ApproximateSettings(max_steps=100, reverse_kl_steps=0)
+    fit = approximate(normal_normal, y, settings=settings, num_particles=32, **FAST)
+    assert [s.name for s in fit.stages] == ["laplace", "forward_kl", "khat"]
+    assert fit.stages[1].particles == 32
+    fit = approximate(
+        normal_normal, y, guide="AutoLowRankMultivariateNormal", max_steps=200, **FAST
+    )
+    assert abs(float(fit.guide.median()["mu"]) - mean) < 0.2 * sd
+    loss = pyrodiv.ForwardKL(num_particles=16, vectorize_particles=True)
+    fit = approximate(normal_normal, y, divergence=loss, max_steps=100, **FAST)
+    assert fit.divergence == "forward KL"
+
+
+def test_model_kwargs_pass_through():
+    y, mean, sd = _normal_normal_data()
+    fit = approximate(normal_normal, model_kwargs={"y": y}, divergence="reverse_kl", **FAST)
+    assert abs(float(_moments(fit.guide)[0][0]) - mean) < 0.1 * sd
+
+
+def test_bad_arguments_fail_before_any_work():
+    y, _, _ = _normal_normal_data()
+    with pytest.raises(ValueError, match="unknown loss"):
+        approximate(normal_normal, y, divergence="no_such_divergence")
+    with pytest.raises(ValueError, match="unknown guide"):
+        approximate(normal_normal, y, guide="NoSuchGuide")
+    with pytest.raises(TypeError, match="unknown options"):
+        approximate(normal_normal, y, num_step=3)
+    with pytest.raises(ValueError, match="on_failure"):
+        ApproximateSettings(on_failure="ignore")
+
+
+def test_runaway_is_reported_and_reset():
+    """A learning rate far too large makes the guide run off: the fit warns, naming the
+    divergence, and keeps the previous stage's guide; on_failure='raise' raises."""
+    y, mean, sd = _normal_normal_data()
+    options = {"lr": 30.0, "reverse_kl_steps": 0, "window": 5, "runaway_sds": 10.0, **FAST}
+    with pytest.warns(ApproximationWarning, match="pearson (ran away|collapsed|failed)"):
+        fit = approximate(normal_normal, y, divergence="pearson", **options)
+    assert fit.stages[1].status in ("ran away", "collapsed", "failed")
+    loc, _ = _moments(fit.guide)
+    assert abs(float(loc[0]) - mean) < 0.1 * sd  # reset to the Laplace start: exact here
+    with pytest.raises(RuntimeError, match="pearson"):
+        approximate(normal_normal, y, divergence="pearson", on_failure="raise", **options)
+
+
+def test_psis_resampling_and_khat_warning():
+    y, mean, sd = _normal_normal_data()
+    fit = approximate(normal_normal, y, divergence="reverse_kl", **FAST)
+    idata = fit.to_inference_data(num_samples=1000, resample="psis")
+    mu = arviz_adapter.get_draws(idata, "mu").reshape(-1)
+    assert mu.shape == (1000,)
+    assert abs(float(mu.mean()) - mean) < 5 * sd / math.sqrt(1000)  # 5 standard errors
+    assert idata.attrs["khat"] < 0.7
+
+    def narrow_guide(y):
+        pyro.sample("mu", dist.Normal(mean, 0.2 * sd))
+
+    narrow = Approximation(normal_normal, narrow_guide, (y,), {}, "test")
+    with pytest.warns(ApproximationWarning, match="k-hat"):
+        narrow.to_inference_data(num_samples=200, resample="psis")
+    with pytest.raises(ValueError, match="resample"):
+        fit.to_inference_data(resample="importance")
+
+
+def _have_db() -> bool:
+    try:
+        posteriordb_path()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _have_db(), reason="posteriordb folder not found")
+@pytest.mark.parametrize("name", ["kidiq", "kilpisjarvi", "mesquite"])
+@pytest.mark.parametrize("divergence", ["forward_kl", "jensen_shannon"])
+def test_posteriordb_accuracy(name, divergence):
+    """Badly conditioned posteriordb regressions (mom_iq near 100, years near 2000): every
+    scalar's W1 to the reference draws is at most 0.25 reference sds."""
+    from scipy.stats import wasserstein_distance
+
+    entry = ZOO[name]
+    kwargs = entry.kwargs(None, torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        fit = approximate(entry.model, divergence=divergence, model_kwargs=kwargs, progress=False)
+        idata = fit.to_inference_data(num_samples=2000)
+    reference = entry.reference_latents(None, torch.float64, flatten=True)
+    for site, ref in reference.items():
+        draws = arviz_adapter.get_draws(idata, site).reshape(2000, -1)
+        ref = ref.reshape(ref.shape[0], -1)
+        for j in range(ref.shape[1]):
+            r, d = ref[:, j].numpy(), draws[:, j].numpy()
+            assert wasserstein_distance(d, r) / r.std() < 0.25, (site, j)
+    assert fit.khat < 0.7
