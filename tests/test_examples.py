@@ -2,7 +2,8 @@
 
 The talk's scripts (``deck_*.py``) run in a fresh interpreter, as a user runs them, and write
 their ``results.json`` into ``--out``; each is checked against a closed form, a quadrature
-reference or the talk's value. The gallery examples that can check a number cheaply are
+reference or the talk's value (``--json``: the results without the figures, which the demo's
+own tests draw). The gallery examples that can check a number cheaply are
 imported and run in-process with ``--smoke``.
 """
 
@@ -87,16 +88,17 @@ def test_every_deck_script_is_checked():
 
 @pytest.mark.parametrize("name", sorted(DECK))
 def test_deck_script(name, tmp_path):
-    out = tmp_path / "out"
+    out = tmp_path / "results.json"
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / f"{name}.py"), "--smoke", "--out", str(out)],
+        [sys.executable, str(EXAMPLES / f"{name}.py"), "--smoke", "--json", str(out)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, f"{name} failed:\n{result.stdout}\n{result.stderr}"
-    DECK[name](json.loads((out / "results.json").read_text()))
+    DECK[name](json.loads(out.read_text()))
+    assert list(tmp_path.iterdir()) == [out]  # no figures without --out
 
 
 def test_deck_scripts_write_nothing_without_out(tmp_path):

@@ -264,7 +264,9 @@ def fit_rows(
             if tracker is not None:
                 tracker.advance(every if step % every == 0 else step % every)
 
-    settings = pyrodiv.FitSettings(num_steps=steps, lr=lr, progress=progress is True)
+    settings = pyrodiv.FitSettings(
+        num_steps=steps, lr=lr, progress=progress is True, desc=f"{num} fits as one batch"
+    )
     pyrodiv.fit(model, guide, loss=loss, settings=settings, callback=callback)
     out = []
     for b, row in enumerate(rows):

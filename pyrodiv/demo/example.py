@@ -11,7 +11,7 @@ for every script::
     python examples/deck_bimodal.py --smoke              # seconds (for tests)
 
 Nothing is written unless ``--out`` is given; then the experiment's figures and its
-``results.json`` go there.
+``results.json`` go there (``--json FILE`` writes the results alone).
 
 Example::
 
@@ -30,9 +30,9 @@ from pathlib import Path
 
 #: Settings that make each experiment take seconds: ``--smoke`` (on top of the quick ones).
 SMOKE = {
-    "normal": {"steps": 200, "lr": 0.05, "quad_n": 2001},
+    "normal": {"steps": 100, "lr": 0.05, "quad_n": 2001},
     "mixtures": {"n_grid": 401},
-    "bimodal": {"steps": 150, "long_steps": 150, "basin_seeds": 2, "quad_n": 4001},
+    "bimodal": {"steps": 60, "long_steps": 60, "basin_seeds": 2, "quad_n": 4001},
     "fdiv_table": {"steps": 40, "particles": 32, "quad_n": 2001},
     "landscapes": {
         "grid": 12,
@@ -43,7 +43,7 @@ SMOKE = {
         "path_lr": 0.05,
     },
     "reparam": {"n": 5000, "gumbel_steps": 40},
-    "emd": {"steps": 40, "samples": 64, "quantile_n": 2000},
+    "emd": {"steps": 30, "samples": 64, "quantile_n": 2000},
     "mle": {"n": 51},
 }
 
@@ -66,6 +66,9 @@ def example_parser(experiment: str, description: str | None = None) -> argparse.
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", default=None, help="folder for the figures and results.json")
+    parser.add_argument(
+        "--json", default=None, help="write the results (JSON) to this file, without figures"
+    )
     parser.add_argument("--quick", action="store_true", help="the demo's --quick settings")
     parser.add_argument("--smoke", action="store_true", help="seconds, for tests")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -109,8 +112,9 @@ def run_example(experiment: str, argv=None, description: str | None = None) -> d
     """Parse ``argv`` (:func:`example_parser`), run ``experiment`` with
     :func:`example_settings`, print its settings and its section of the demo's report, write
     the figures and ``results.json`` into ``--out`` (if given), and return the results."""
+    from .progress import Tracker
     from .report import SECTIONS
-    from .runner import EXPERIMENTS, to_json
+    from .runner import COST, EXPERIMENTS, progress_units, to_json
 
     parser = example_parser(experiment, description)
     args = parser.parse_args(argv)
@@ -123,12 +127,19 @@ def run_example(experiment: str, argv=None, description: str | None = None) -> d
     params = inspect.signature(EXPERIMENTS[experiment]).parameters
     if "seed" in params:
         settings["seed"] = args.seed
-    if "progress" in params:
-        settings["progress"] = True
     print(f"{experiment}: " + ", ".join(f"{k}={v!r}" for k, v in settings.items()))
-    results = EXPERIMENTS[experiment](args.out, **settings)
+    tracker = Tracker({experiment: COST["full"][experiment]}, label=experiment)
+    if "progress" in params:
+        settings["progress"] = tracker
+    tracker.start(experiment, progress_units(experiment, settings))
+    try:
+        results = EXPERIMENTS[experiment](args.out, **settings)
+    finally:
+        tracker.close()
     results.pop("surfaces", None)  # the landscapes' arrays are not for printing or JSON
     print(SECTIONS[experiment](results))
+    if args.json is not None:
+        Path(args.json).write_text(json.dumps(to_json(results), indent=1))
     if args.out is not None:
         (Path(args.out) / "results.json").write_text(json.dumps(to_json(results), indent=1))
         print(

@@ -13,7 +13,13 @@ the estimate is blind to :math:`P`'s mass away from :math:`Q`, and mass-covering
 whose :math:`f` is finite at 0 shrink :math:`Q` instead of widening it; generators whose
 :math:`f` grows without bound (Neyman, ``log1p_abs``) have heavy-tailed gradients. Each row
 says whether the fit reached the exact optimum from its start and, when not, by how much the
-exact divergence at the fit exceeds it.
+exact divergence at the fit exceeds it; a fit whose estimate stops being finite is reported as
+failed, with the step and the reason, in the table and on the figure.
+
+The 30 fits are trained together as one batch of independent fits
+(:func:`~pyrodiv.demo.batched.fit_rows`): each row gets the estimate of ``FDivergence`` on its
+own particles and its own Adam step, as 30 separate fits would (one row alone is
+``pyrodiv.FDivergence`` in :func:`pyrodiv.fit`, bit for bit), at about the cost of one.
 """
 
 from __future__ import annotations

@@ -31,15 +31,25 @@ class Tracker:
     :param tty: draw a live bar (``True``) or write plain lines (``False``); by default, a bar
         when ``stream`` is a terminal.
     :param enabled: ``False`` shows nothing.
+    :param label: the bar's label and the prefix of each line.
     """
 
-    def __init__(self, weights: dict, *, stream=None, tty: bool | None = None, enabled=True):
+    def __init__(
+        self,
+        weights: dict,
+        *,
+        stream=None,
+        tty: bool | None = None,
+        enabled=True,
+        label: str = "pyrodiv demo",
+    ):
         self.weights = {k: max(float(v), 1e-3) for k, v in weights.items()}
         self.total = sum(self.weights.values())
         self.stream = sys.stdout if stream is None else stream
         isatty = getattr(self.stream, "isatty", lambda: False)
         self.tty = bool(isatty()) if tty is None else tty
         self.enabled = enabled
+        self.label = label
         self.done = 0.0  # weight completed by finished experiments
         self.name = None
         self.units = 1
@@ -53,7 +63,7 @@ class Tracker:
 
             self.bar = tqdm(
                 total=round(self.total, 3),
-                desc="pyrodiv demo",
+                desc=label,
                 file=self.stream,
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, ~{remaining} "
                 "left{postfix}",
@@ -114,7 +124,7 @@ class Tracker:
         if position > 0 and elapsed > 1:
             left = f", about {max(0.0, elapsed * (self.total / position - 1)):.0f} s left"
         self.stream.write(
-            f"pyrodiv demo [{self.index}/{len(self.weights)}] {text} "
+            f"{self.label} [{self.index}/{len(self.weights)}] {text} "
             f"({100 * position / self.total:.0f}% of the work, {elapsed:.0f} s{left})\n"
         )
         self.stream.flush()

@@ -131,7 +131,7 @@ def progress_units(name: str, settings: dict) -> int:
         basins = steps if settings.get("basin_seeds", 0) > 1 else 0
         return settings["long_steps"] + steps + 6 * steps + basins
     if name == "landscapes":
-        return 1 + 7
+        return 1 + len(settings.get("names") or ("",) * 7)
     return 1
 
 
