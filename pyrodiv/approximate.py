@@ -11,7 +11,9 @@ The pipeline (each step timed and counted in :attr:`Approximation.stages`):
    :math:`u = L^{-1}(z - m)`, where the posterior is near :math:`N(0, I)` whatever the units
    of the model. It starts at the Laplace approximation (:math:`a = 0`, :math:`B = I`).
 3. **Reverse-KL stage**: the ELBO, whose gradient has no self-normalized weights, corrects the
-   Laplace approximation for skewness and curvature away from the mode.
+   Laplace approximation for skewness and curvature away from the mode, before a
+   self-normalized divergence; skipped when the warm start's importance weights already have
+   an ESS fraction of ``skip_reverse_kl_ess`` or more.
 4. **The chosen divergence**, with :math:`K` particles set from the effective sample size of
    the self-normalized weights of the current guide,
    :math:`K = \lceil \mathrm{ESS}_{target} / (\mathrm{ESS}/S) \rceil` (rounded up to a power of
@@ -76,8 +78,8 @@ class ApproximateSettings:
     :param tolerance: stop when the window means of the parameters move less than this (in
         whitened units: posterior sds for the mean).
     :param lr: Adam's initial learning rate; ``lr_decay`` multiplies it after each window
-        whose mean moved less than ``drift`` times the most Adam can travel in a window
-        (``lr * window``), that is once noise, not travel, dominates; down to ``min_lr``.
+        whose mean loss did not fall below the previous window's by more than ``drift``
+        standard errors (once noise, not travel, dominates), down to ``min_lr``.
     :param target_ess: effective sample size wanted per step of a self-normalized divergence;
         the particle count is ``target_ess`` over the ESS fraction of ``probe_draws`` draws,
         within ``[min_particles, max_particles]``; ``num_particles`` fixes it instead.
@@ -88,6 +90,8 @@ class ApproximateSettings:
     :param warm_start: run the Laplace warm start (else: prior medians, unit scales).
     :param full_rank_max_dim: the largest dimension given a full-rank guide by ``"auto"``.
     :param init_values: ``{site: value}`` used as the first start of the mode search.
+    :param skip_reverse_kl_ess: skip the reverse-KL stage when the warm start's importance
+        weights already have an ESS fraction at least this (0: never skip).
     :param rounds, rewhiten_above: each training stage runs up to ``rounds`` rounds; after a
         round a whitened guide becomes the new whitening (re-preconditioning), and another
         round runs if that round moved its mean or log sds by more than ``rewhiten_above``.
@@ -101,7 +105,7 @@ class ApproximateSettings:
     window: int = 25
     tolerance: float = 0.05
     lr: float = 0.05
-    drift: float = 0.25
+    drift: float = 2.0
     lr_decay: float = 0.7
     min_lr: float = 0.002
     target_ess: float = 32.0
@@ -119,6 +123,7 @@ class ApproximateSettings:
     init_values: dict | None = None
     num_starts: int = 3
     rounds: int = 3
+    skip_reverse_kl_ess: float = 0.5
     rewhiten_above: float = 0.5
     path_points: int = 6
     path_draws: int = 64
@@ -264,6 +269,7 @@ class _Monitor:
         self.total = None
         self.previous = None
         self.average = None
+        self.window_losses, self.previous_loss = [], None
         self.status = "max_steps"
         self.detail = ""
 
@@ -276,9 +282,13 @@ class _Monitor:
             return True
         flat = self.flat()
         self.total = flat.clone() if self.total is None else self.total + flat
+        self.window_losses.append(loss)
         if step % self.s.window:
             return False
         mean, self.total = self.total / self.s.window, None
+        losses = torch.tensor(self.window_losses, dtype=torch.float64)
+        self.window_losses = []
+        loss_mean, loss_se = float(losses.mean()), float(losses.std() / len(losses) ** 0.5)
         if not torch.isfinite(mean).all():
             self.status, self.detail = "failed", f"its parameters became nan at step {step}"
             return True
@@ -286,14 +296,16 @@ class _Monitor:
             return True
         self.average = mean
         previous, self.previous = self.previous, mean
+        previous_loss, self.previous_loss = self.previous_loss, (loss_mean, loss_se)
         if previous is None:
             return False
         change = float((mean - previous).abs().max())
         if change < self.s.tolerance:
             self.status = "converged"
             return True
-        if change > self.s.drift * self.lr * self.s.window:
-            return False  # still travelling: keep the learning rate
+        gain = previous_loss[0] - loss_mean
+        if gain > self.s.drift * math.hypot(loss_se, previous_loss[1]):
+            return False  # the loss still falls beyond its noise: keep the learning rate
         self.lr = max(self.s.min_lr, self.lr * self.s.lr_decay)
         for optimizer in self.optim.optim_objs.values():
             for group in optimizer.param_groups:
@@ -394,11 +406,15 @@ def _make_guide(model, guide, settings, args, kwargs):
     return guide
 
 
-def _ess_particles(model, guide, args, kwargs, settings, seed) -> tuple[int, float]:
+def _ess_particles(model, guide, args, kwargs, settings, seed, power) -> tuple[int, float]:
+    r"""Particles for ``target_ess``, from the ESS fraction of the weights :math:`w^\alpha`
+    (:math:`\alpha` = ``power``: 1 for forward KL and Jensen-Shannon, the power of a
+    power-family f-divergence, 2 for Pearson, whose gradient weighs particles by
+    :math:`w^2 / \sum w^2`)."""
     log_w = guide_log_weights(
         model, guide, *args, num_samples=settings.probe_draws, seed=seed, **kwargs
     )
-    log_w = log_w[torch.isfinite(log_w)]
+    log_w = power * log_w[torch.isfinite(log_w)]
     if log_w.numel() == 0:
         return settings.max_particles, 0.0
     w = (log_w - log_w.max()).exp()
@@ -485,7 +501,13 @@ def approximate(
         nesting = _max_plate_nesting(prototype)
         loss_options = {"vectorize_particles": True, "max_plate_nesting": nesting}
         is_reverse = name == "reverse_kl" or isinstance(divergence, pyrodiv.ReverseKL)
-        if not is_reverse and settings.reverse_kl_steps > 0:
+        run_reverse = not is_reverse and settings.reverse_kl_steps > 0
+        if run_reverse and isinstance(made, AutoWhitenedNormal) and settings.skip_reverse_kl_ess:
+            _, fraction = _ess_particles(model, made, args, kwargs, settings, seed, 1.0)
+            if fraction >= settings.skip_reverse_kl_ess:
+                run_reverse = False
+                result.stages.append(Stage("reverse_kl stage", status="skipped"))
+        if run_reverse:
             k = settings.reverse_kl_particles
             loss = pyrodiv.ReverseKL(num_particles=k, **loss_options)
             _rounds(
@@ -508,7 +530,12 @@ def approximate(
             elif settings.num_particles:
                 k = settings.num_particles
             else:
-                k, _ = _ess_particles(model, made, args, kwargs, settings, seed)
+                power = getattr(
+                    getattr(pyrodiv.get_loss(divergence), "generator", None), "power", None
+                )
+                k, _ = _ess_particles(
+                    model, made, args, kwargs, settings, seed, max(1.0, power or 1.0)
+                )
             loss = pyrodiv.get_loss(divergence, num_particles=k, **loss_options)
         else:
             loss, k = divergence, divergence.num_particles
