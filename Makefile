@@ -39,4 +39,5 @@ docs: $(VENV)/.docs-installed
 # that the committed figures match it and the current code).
 docs-figures: install
 	$(BIN)/pyrodiv demo --out out/docs-figures --no-progress
-	$(BIN)/python -m pyrodiv.demo.docs_figures out/docs-figures docs/_static/demo
+	$(BIN)/python -c 'import sys; from pyrodiv.demo.docs_figures import main; sys.exit(main())' \
+		out/docs-figures docs/_static/demo

@@ -1,8 +1,12 @@
 """Tests of ``pyrodiv demo``: each experiment with small settings, checked against exact
 optima (quadrature) and closed forms, and the whole quick demo through the command line."""
 
+import hashlib
+import io
 import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,12 +25,16 @@ from pyrodiv.demo import (
     mle_equivalences,
     reparam_catalogue,
 )
+from pyrodiv.demo.batched import Row, fit_rows
 from pyrodiv.demo.bimodal import make_loss
 from pyrodiv.demo.common import bimodal, exact_optimum, fit_normal, log_prob_fn, target_model
+from pyrodiv.demo.docs_figures import DOC_FIGURES, MANIFEST
 from pyrodiv.demo.emd import DECK_COUNTS, emd_1d, w1_fit, w1_optimal_normal
 from pyrodiv.demo.fdiv_table import STARTS, generator_specs, verdict
 from pyrodiv.demo.landscapes import mc_landscape
+from pyrodiv.demo.progress import Tracker
 from pyrodiv.demo.reparam import CATALOGUE, gumbel_softmax_fit, mc_gradient
+from pyrodiv.demo.runner import FULL
 
 
 @pytest.fixture(autouse=True)
@@ -301,6 +309,10 @@ def test_cli_quick_demo_writes_every_output_and_its_key_numbers(tmp_path):
     for figure in figures:
         assert figure in report
     assert "N(-7.2829, 3.2358)" in report  # the talk's number beside ours
+    assert not re.search(r"-0\.0+(?![0-9])", report)  # no "-0.00"
+    assert set(results["docs_figures"]) == set(DOC_FIGURES)
+    assert results["docs_figures"]["emd_plan"]["value"] == results["emd"]["histograms"]["value"]
+    assert set(results["meta"]["cpu_s"]) == set(EXPERIMENTS) | {"total"}
     check_key_numbers(results)
 
 
@@ -362,3 +374,129 @@ def check_key_numbers(r):
 def test_cli_without_a_command_prints_help(capsys):
     assert main([]) == 0
     assert "demo" in capsys.readouterr().out
+
+
+# ---- batched fits --------------------------------------------------------------------------
+
+
+def test_one_batched_row_is_the_library_fdivergence_bit_for_bit():
+    import pyrodiv
+
+    torch.set_default_dtype(torch.float32)
+    for name, start in (("squared_hellinger", (1.0, 25.0)), ("pearson", (1.0, 1.0))):
+        row = fit_rows(bimodal(), [Row(name, start=start)], steps=60, lr=0.03, particles=64)[0]
+        loss = pyrodiv.FDivergence(
+            name, num_particles=64, vectorize_particles=True, max_plate_nesting=0
+        )
+        ref = fit_normal(target_model(bimodal()), loss, start=start, steps=60, lr=0.03)
+        assert (row["loc"], row["variance"]) == (ref["loc"], ref["variance"]), name
+        assert row["trajectory"]["loss"] == ref["trajectory"]["loss"], name
+
+
+def test_batched_rows_are_independent_fits():
+    """A row's fit does not depend on the other rows: same draws, its own gradient."""
+    a = Row("kl_reverse", start=(1.0, 1.0))
+    one = fit_rows(bimodal(), [a, Row("jensen_shannon", start=(0.0, 4.0))], steps=80, lr=0.05)
+    two = fit_rows(
+        bimodal(), [a, Row("pearson", start=(2.0, 25.0), scale="exp")], steps=80, lr=0.05
+    )
+    assert one[0]["trajectory"] == two[0]["trajectory"]
+    assert one[1]["trajectory"] != two[1]["trajectory"]
+
+
+def test_a_failing_row_stops_alone():
+    """Neyman's f(p/q) = (1 - u)^2 / u overflows where q is far narrower than p; the row stops
+    with its reason and step, the other rows train on."""
+    rows = [Row("neyman", start=(30.0, 0.01)), Row("kl_reverse", start=(1.0, 1.0))]
+    fits = fit_rows(bimodal(), rows, steps=200, lr=0.05, particles=64)
+    assert fits[0]["error"] is not None and "neyman" in fits[0]["error"]
+    assert fits[0]["failed_at"] >= 1
+    assert fits[1]["error"] is None and fits[1]["loc"] > 3
+
+
+# ---- progress ------------------------------------------------------------------------------
+
+
+def test_progress_off_a_terminal_is_plain_lines_weighted_by_cost():
+    out = io.StringIO()
+    tracker = Tracker({"cheap": 1.0, "costly": 9.0}, stream=out, tty=False)
+    tracker.start("cheap", units=4)
+    tracker.advance(4)
+    tracker.finish("cheap", 0.1)
+    tracker.start("costly", units=100)
+    tracker.advance(50)
+    tracker.close()
+    text = out.getvalue()
+    assert "\r" not in text and "\x1b" not in text
+    assert "[1/2] cheap: done in 0.1 s (10% of the work" in text
+    assert "[2/2] costly: 50% (55% of the work" in text  # 1 + 9 / 2 of 10
+
+
+# ---- the documentation's figures -----------------------------------------------------------
+
+DOCS_DEMO = Path(__file__).resolve().parent.parent / "docs" / "_static" / "demo"
+
+
+def _manifest():
+    return json.loads((DOCS_DEMO / MANIFEST).read_text())
+
+
+def test_docs_figures_are_the_files_of_their_manifest():
+    """Every committed docs figure is the file that ``make docs-figures`` wrote with the
+    manifest (a figure replaced or left stale without it fails here), from a full run."""
+    manifest = _manifest()
+    assert (manifest["mode"], manifest["seed"]) == ("full", 0)
+    assert set(manifest["figures"]) == set(DOC_FIGURES)
+    assert {p.name for p in DOCS_DEMO.glob("*.png")} == {f"{n}.png" for n in DOC_FIGURES}
+    for name, entry in manifest["figures"].items():
+        digest = hashlib.sha256((DOCS_DEMO / entry["file"]).read_bytes()).hexdigest()
+        assert digest == entry["sha256"], f"{name}.png is not the figure of the manifest"
+
+
+def test_docs_figures_show_the_current_exact_numbers():
+    """The exact numbers the docs figures show equal freshly computed ones."""
+    from pyrodiv.demo.bimodal import RUNS
+    from pyrodiv.demo.emd import emd_1d, histograms
+
+    numbers = {k: v["numbers"] for k, v in _manifest()["figures"].items()}
+    emd = emd_1d(*histograms())
+    assert numbers["emd_plan"]["value"] == pytest.approx(emd["value"], abs=1e-12)
+    assert numbers["emd_plan"]["value"] == pytest.approx(0.7062374245472838, abs=1e-12)
+    assert numbers["normal_forward_kl"]["exact"] == pytest.approx(
+        {"loc": -7.3, "variance": 3.2}, abs=1e-3
+    )
+    for name in ("forward_kl", "reverse_kl_left", "jsd_0", "jsd_right"):
+        _, gen, start, _ = RUNS[name]
+        exact = exact_optimum(gen, LOG_P, start=start, n=4001)
+        shown = numbers[f"bimodal_{name}"]["exact"]
+        assert shown["loc"] == pytest.approx(exact["loc"], abs=2e-3), name
+        assert shown["variance"] == pytest.approx(exact["variance"], abs=2e-2), name
+    for label, row in numbers["fdiv_table"].items():
+        expected = VERDICTS[label.split("(")[0]]
+        if isinstance(expected, dict):
+            expected = expected[float(label.split("=")[1].rstrip(")"))]
+        assert row["verdict"] == expected, label
+    scapes = numbers["landscapes_all"]
+    assert scapes["forward_kl"]["best_exact"]["variance"] == pytest.approx(50.4, abs=1e-2)
+    assert scapes["pearson"]["best_exact"]["variance"] == pytest.approx(51.08, abs=0.05)
+
+
+@pytest.mark.slow
+def test_docs_figures_show_the_current_fits():
+    """The fitted numbers of the docs figures equal a fresh run of the same seeded fits (the
+    cheap ones: the Normal, and reverse KL from N(-1, 1)), to the digits the figures print."""
+    torch.set_default_dtype(torch.float32)  # as the demo runs
+    numbers = {k: v["numbers"] for k, v in _manifest()["figures"].items()}
+    normal = learn_normal(**dict(FULL["normal"], quad_n=2001))
+    assert numbers["normal_forward_kl"]["ours"] == pytest.approx(normal["ours"], abs=6e-3)
+    settings = dict(FULL["bimodal"], basin_seeds=0, quad_n=2001)
+    run = bimodal_fits(runs=["reverse_kl_left"], **settings)["runs"]["reverse_kl_left"]
+    assert numbers["bimodal_reverse_kl_left"]["ours"] == pytest.approx(run["ours"], abs=6e-3)
+
+
+def test_docs_conf_serves_mathjax_locally_and_no_outside_source():
+    import runpy
+
+    conf = runpy.run_path(str(DOCS_DEMO.parent.parent / "conf.py"))
+    assert conf["viewcode_follow_imported_members"] is False
+    assert ("sphinx-mathjax-offline" in conf["extensions"]) == conf["MATHJAX_OFFLINE"]

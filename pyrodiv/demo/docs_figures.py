@@ -11,7 +11,9 @@ the manifest gives (a figure replaced or left behind without the manifest fails)
 comes from a full run, its exact numbers (quadrature, the EMD linear programme) equal freshly
 computed ones, and its fitted numbers equal a fresh run of the cheap, seeded fits.
 
-    python -m pyrodiv.demo.docs_figures out/docs-figures docs/_static/demo
+    make docs-figures    # pyrodiv demo --out out/docs-figures, then main() on these folders:
+    python -c 'from pyrodiv.demo.docs_figures import main; main()' out/docs-figures \
+        docs/_static/demo
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def write_docs_figures(demo_out, docs_dir) -> dict:
     numbers = results.get("docs_figures", {})
     docs_dir.mkdir(parents=True, exist_ok=True)
     manifest = {
-        "made_by": "make docs-figures (pyrodiv demo, then python -m pyrodiv.demo.docs_figures)",
+        "made_by": "make docs-figures (pyrodiv demo, then pyrodiv.demo.docs_figures.main)",
         "mode": meta["mode"],
         "seed": meta["seed"],
         "torch": meta["torch"],
@@ -129,7 +131,7 @@ def write_docs_figures(demo_out, docs_dir) -> dict:
 
 
 def main(argv=None) -> int:
-    """``python -m pyrodiv.demo.docs_figures DEMO_OUT DOCS_DIR``."""
+    """``main([DEMO_OUT, DOCS_DIR])``, or those two from the command line."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
         print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
