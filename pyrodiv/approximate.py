@@ -601,14 +601,19 @@ def _constrained(guide: AutoWhitenedNormal, z: torch.Tensor):
 
 def _rounds(name, result, model, guide, args, kwargs, loss, k, settings, steps, progress, label):
     """Train in rounds; a whitened guide is re-whitened at its fit after each round, and
-    another round runs while the last one moved it by more than ``rewhiten_above``."""
+    another round runs while the last one moved it by more than ``rewhiten_above``. A round
+    that fails resets the guide to its state before the first round."""
+    whitened = isinstance(guide, AutoWhitenedNormal)
+    before = (guide.center.clone(), guide.factor.clone()) if whitened else None
     for round_ in range(settings.rounds):
         label_round = name if round_ == 0 else f"{name} (round {round_ + 1})"
         stage, losses, detail = _train(
             label_round, model, guide, args, kwargs, loss, k, settings, steps, progress
         )
+        if stage.status in _FAILED and whitened and round_ > 0:
+            guide.set_whitening(*before)  # the parameters were reset to 0 by _train
         _record(result, stage, losses, detail, label, settings)
-        if stage.status in _FAILED or not isinstance(guide, AutoWhitenedNormal):
+        if stage.status in _FAILED or not whitened:
             return
         if guide.rewhiten() < settings.rewhiten_above:
             return

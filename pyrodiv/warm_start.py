@@ -95,7 +95,7 @@ class AutoWhitenedNormal(AutoContinuous):
         """Fix :math:`m` and :math:`L` (a diagonal guide keeps the diagonal of
         :math:`L L^\\top`, as sds) and reset :math:`a, s, R` to 0."""
         self.center = center.detach().clone()
-        if self.full_rank:
+        if self.full_rank or scale_tril.dim() == 1:  # a diagonal guide's own factor: sds
             self.factor = scale_tril.detach().clone()
         else:
             self.factor = scale_tril.detach().pow(2).sum(-1).sqrt()
