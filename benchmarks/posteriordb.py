@@ -34,10 +34,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pyrodiv.figures import plot_accuracy_vs_time
-from pyrodiv.output import num, table
+from pyrodiv.inference.figures import plot_accuracy_vs_time
+from pyrodiv.inference.output import num, table
 from pyrodiv.zoo import ZOO
-from pyrodiv.zoo_comparison import (
+from pyrodiv.zoo.comparison import (
     resolve_model,
     run_zoo_comparison,
     summarize_by_method,

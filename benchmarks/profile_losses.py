@@ -92,7 +92,7 @@ def kept_findings(path: str | Path) -> str:
 
 #: Categories of a step: (label, [(path fragment, function name), ...]); cumulative times of
 #: the listed functions are added (they do not nest within one category).
-TRACE_PYRODIV = [("pyrodiv/traces.py", "guide_first"), ("pyrodiv/traces.py", "model_first")]
+TRACE_PYRODIV = [("pyrodiv/divergences/traces.py", "_traces")]
 TRACE_PYRO = [("pyro/infer/enum.py", "get_importance_trace")]
 CATEGORIES = [
     ("run model and guide, log-probs", None),
@@ -113,28 +113,28 @@ CATEGORIES = [
     ),
     (
         "  of which pyrodiv point-mass marking",
-        [("pyrodiv/traces.py", "mark_point_masses")],
+        [("pyrodiv/divergences/site_checks.py", "mark_point_masses")],
     ),
     (
         "pyrodiv checks (densities, enumeration, target)",
         [
-            ("pyrodiv/traces.py", "check_densities"),
-            ("pyrodiv/traces.py", "check_enumeration"),
-            ("pyrodiv/losses.py", "target_kind"),
-            ("pyrodiv/losses.py", "check_target"),
+            ("pyrodiv/divergences/site_checks.py", "check_densities"),
+            ("pyrodiv/divergences/site_checks.py", "check_enumeration"),
+            ("pyrodiv/divergences/loss_base.py", "target_kind"),
+            ("pyrodiv/divergences/loss_base.py", "check_target"),
         ],
     ),
     (
         "per-particle log p, log q (pyrodiv) / ELBO sums (Pyro)",
         [
-            ("pyrodiv/traces.py", "trace_log_density"),
-            ("pyrodiv/traces.py", "trace_score"),
-            ("pyrodiv/traces.py", "stack_particles"),
+            ("pyrodiv/divergences/densities.py", "trace_log_density"),
+            ("pyrodiv/divergences/densities.py", "trace_score"),
+            ("pyrodiv/divergences/traces.py", "_stack"),
             ("pyro/infer/trace_elbo.py", "_differentiable_loss_particle"),
         ],
     ),
     ("estimator (pyrodiv)", "estimator"),
-    ("finite checks of the estimate", [("pyrodiv/losses.py", "estimate")]),
+    ("finite checks of the estimate", [("pyrodiv/divergences/loss_base.py", "estimate")]),
     ("backward", [("~", "<method 'run_backward' of 'torch._C._EngineBase' objects>")]),
     ("optimizer step", [("pyro/optim/optim.py", "__call__")]),
     (
@@ -156,13 +156,15 @@ def cumulative(stats: dict, pairs) -> float:
 
 def estimator_seconds(stats: dict) -> float:
     """Cumulative seconds of ``pyrodiv.estimators`` (and ``losses._report``) functions,
-    counting only the calls made from ``pyrodiv/losses.py``."""
+    counting only the calls made from the losses (``pyrodiv/divergences/losses.py``)."""
     total = 0.0
     for (path, _, func), v in stats.items():
         path = path.replace("\\", "/")
-        if "pyrodiv/estimators.py" in path or ("pyrodiv/losses.py" in path and func == "_report"):
+        if "pyrodiv/divergences/estimators.py" in path or (
+            "pyrodiv/divergences/losses.py" in path and func == "_report"
+        ):
             for (cpath, _, _), cv in v[4].items():
-                if "pyrodiv/losses.py" in cpath.replace("\\", "/"):
+                if "pyrodiv/divergences/losses.py" in cpath.replace("\\", "/"):
                     total += cv[3]
     return total
 
@@ -178,7 +180,7 @@ def breakdown(stats: dict, steps: int) -> list[float]:
         elif label.startswith("finite checks"):
             # estimate() minus _estimate(): the isfinite check of the value
             seconds = cumulative(stats, pairs) - cumulative(
-                stats, [("pyrodiv/losses.py", "_estimate")]
+                stats, [("pyrodiv/divergences/loss_base.py", "_estimate")]
             )
         else:
             seconds = cumulative(stats, pairs)

@@ -50,7 +50,7 @@ from pyro.infer import JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceTailAdaptive_E
 from pyro.infer.autoguide import AutoNormal
 
 import pyrodiv
-from pyrodiv.jit import jit
+from pyrodiv.divergences.jit import jit
 
 PARTICLES = (1, 64, 1024)
 BASE = "Trace_ELBO"

@@ -37,7 +37,7 @@ from pyro.infer.autoguide import AutoNormal  # noqa: E402
 
 import pyrodiv  # noqa: E402
 from pyrodiv import arviz_adapter, zoo  # noqa: E402
-from pyrodiv.inference_data import samples_to_inference_data  # noqa: E402
+from pyrodiv.inference.inference_data import samples_to_inference_data  # noqa: E402
 
 #: The losses compared with NUTS.
 LOSSES = {"ReverseKL": pyrodiv.ReverseKL, "ForwardKL": pyrodiv.ForwardKL}

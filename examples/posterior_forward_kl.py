@@ -38,8 +38,8 @@ from pyrodiv.demo.common import (
     COLORS,
     plot_densities,
 )
-from pyrodiv.output import new_figure, save_figure
-from pyrodiv.quadrature import optimal_normal
+from pyrodiv.divergences.quadrature import optimal_normal
+from pyrodiv.inference.output import new_figure, save_figure
 
 #: The prior scale of mu, the true |mu| and the quadrature grid (lo, hi, points).
 PRIOR_SCALE, TRUE_MU, GRID = 5.0, 2.0, (-12.0, 12.0, 4801)

@@ -10,7 +10,7 @@ from normal_normal import M0, S0, SIGMA, normal_data, normal_model, normal_poste
 from pyro.infer import MCMC, NUTS
 
 from pyrodiv import arviz_adapter
-from pyrodiv.baselines import mcmc_to_inference_data, run_hmc, run_nuts
+from pyrodiv.inference.baselines import mcmc_to_inference_data, run_hmc, run_nuts
 
 
 @pytest.fixture(autouse=True)
@@ -172,10 +172,6 @@ def test_mcmc_to_inference_data_keeps_what_from_pyro_drops():
     idata = mcmc_to_inference_data(mcmc, wall_time_s=1.0)
     assert arviz_adapter.get_draws(idata, "y", "log_likelihood").shape == (1, 40, len(y))
     assert idata.attrs["wall_time_s"] == 1.0
-    # ArviZ's own converter cannot vectorize the to_event latent and omits the group.
-    with pytest.warns(UserWarning, match="log_likelihood group will be omitted"):
-        raw = arviz_adapter.from_pyro_mcmc(mcmc)
-    assert "log_likelihood" not in arviz_adapter.group_names(raw)
 
 
 def no_latent_model(y):

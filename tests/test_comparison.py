@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pyrodiv import arviz_adapter
-from pyrodiv.comparison import compare_posteriors
+from pyrodiv.inference.comparison import compare_posteriors
 
 
 def _idata(loc, scale, seed, log_weight=None, wall=None):

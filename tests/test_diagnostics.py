@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pyrodiv import arviz_adapter
-from pyrodiv.diagnostics import psis_khat
-from pyrodiv.inference_data import guide_log_weights
+from pyrodiv.inference.diagnostics import psis_khat
+from pyrodiv.inference.inference_data import guide_log_weights
 
 
 @pytest.fixture(autouse=True)

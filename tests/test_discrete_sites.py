@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.distributions import constraints
 
 import pyrodiv
-from pyrodiv.generators import get_generator
+from pyrodiv.divergences.generators import get_generator
 
 _F64 = {"dtype": torch.float64}
 Y = torch.tensor([0.9, 1.4, 0.2], **_F64)

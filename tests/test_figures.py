@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pyrodiv import figures
-from pyrodiv.arviz_adapter import to_inference_data
-from pyrodiv.fit import FitResult
+from pyrodiv.inference.arviz_adapter import to_inference_data
+from pyrodiv.inference.fit import FitResult
 
 
 def _idata(seed: int, shift: float = 0.0):

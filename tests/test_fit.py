@@ -7,7 +7,7 @@ import torch
 from torch.distributions import constraints
 
 import pyrodiv
-from pyrodiv.fit import fit
+from pyrodiv.inference.fit import fit
 
 
 def target():

@@ -7,7 +7,7 @@ import torch
 from torch.distributions import constraints
 
 import pyrodiv
-from pyrodiv.jit import jit
+from pyrodiv.divergences.jit import jit
 
 
 def mixture_target():

@@ -10,7 +10,7 @@ import torch
 from pyro.infer.autoguide import AutoDiagonalNormal, AutoMultivariateNormal, AutoNormal
 
 import pyrodiv
-from pyrodiv.quadrature import divergence_tensor
+from pyrodiv.divergences.quadrature import divergence_tensor
 
 P_LOC, P_SCALE = -1.0, 1.5
 

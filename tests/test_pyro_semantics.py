@@ -24,7 +24,7 @@ from pyro.infer.autoguide import (
 from torch.distributions import constraints
 
 import pyrodiv
-from pyrodiv.traces import point_mass_sites
+from pyrodiv.divergences.site_checks import point_mass_sites
 
 #: Every loss on a posterior target (CrossEntropy refuses those), by its name for
 #: :func:`pyrodiv.get_loss`: the named losses, then f-divergences of each kind (power family:
@@ -77,6 +77,8 @@ def _particles_with_draws(model, make_guide, args, vectorize, max_plate_nesting,
         num_particles=5, vectorize_particles=vectorize, max_plate_nesting=max_plate_nesting
     )
     lp, lq, score = loss.particles(model, guide, args, {})
+    if vectorize:  # the first vectorized run is followed by its one-particle check
+        del draws[1:]
     columns = [
         torch.cat([d[i].reshape(-1) if w is None else d[i].reshape(-1, w) for d in draws])
         for i, w in enumerate(widths)
@@ -165,7 +167,9 @@ def test_subsampled_log_p_is_scaled_by_n_over_subsample_size():
     loss = pyrodiv.ReverseKL(num_particles=6, vectorize_particles=True, max_plate_nesting=1)
     pyro.set_rng_seed(1)
     lp, _, _ = loss.particles(subsampled_model, guide, (Y_FULL, N_SUB, indices), {})
-    (idx,), z = indices, draws[0].reshape(-1)
+    # the vectorized run comes first; its one-particle check reuses the same subsample
+    assert all(torch.equal(i, indices[0]) for i in indices)
+    (idx,), z = indices[:1], draws[0].reshape(-1)
     assert idx.shape == (N_SUB,) and len(set(idx.tolist())) == N_SUB
     hand = _normal(z, 0.0, 3.0) + N_DATA / N_SUB * _normal(Y_FULL[idx], z[:, None], 1.5).sum(-1)
     assert torch.allclose(lp, hand, rtol=1e-10)
@@ -454,7 +458,7 @@ def test_non_finite_guide_log_density_is_named():
             pyrodiv.get_loss(name, num_particles=4).loss(data_model, bad_guide, Y_SWITCH)
 
 
-def test_unvectorizable_models_are_refused_naming_the_site():
+def test_unvectorizable_models_fall_back_to_a_loop_with_one_warning():
     def model(y):
         z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
         with pyro.plate("data", y.shape[0]):
@@ -463,8 +467,16 @@ def test_unvectorizable_models_are_refused_naming_the_site():
     guide = AutoNormal(model)
     guide(Y_SWITCH)
     loss = pyrodiv.ReverseKL(num_particles=8, vectorize_particles=True, max_plate_nesting=1)
-    with pytest.raises(ValueError, match="model site 'y'.*not vectorizable"):
+    with pytest.warns(RuntimeWarning, match=r"does not vectorize over particles \(model site 'y'"):
         loss.loss(model, guide, Y_SWITCH)
+    # From then on the particles run one at a time: the same value as a sequential loss.
+    pyro.set_rng_seed(3)
+    fallen_back = loss.loss(model, guide, Y_SWITCH)
+    pyro.set_rng_seed(3)
+    sequential = pyrodiv.ReverseKL(num_particles=8, max_plate_nesting=1).loss(
+        model, guide, Y_SWITCH
+    )
+    assert fallen_back == sequential
 
 
 # ---- huge log-weights --------------------------------------------------------------------

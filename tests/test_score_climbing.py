@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import pyrodiv
-from pyrodiv.score_climbing import RetainParticle
+from pyrodiv.divergences.score_climbing import RetainParticle
 
 MIXTURE = dist.MixtureSameFamily(
     dist.Categorical(torch.tensor([0.5, 0.5])), dist.Normal(torch.tensor([-2.0, 2.0]), 1.0)

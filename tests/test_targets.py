@@ -11,8 +11,8 @@ import torch
 from pyro.infer.autoguide import AutoNormal
 
 import pyrodiv
-from pyrodiv.losses import get_loss
-from pyrodiv.targets import SampleTarget, SetDraws, available, require
+from pyrodiv.divergences.losses import get_loss
+from pyrodiv.divergences.targets import SampleTarget, SetDraws, available, require
 
 K = 400
 

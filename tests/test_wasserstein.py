@@ -15,8 +15,8 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import wasserstein_distance
 
 import pyrodiv
-from pyrodiv.targets import SampleTarget
-from pyrodiv.transport import wasserstein
+from pyrodiv.divergences.targets import SampleTarget
+from pyrodiv.divergences.transport import wasserstein
 
 
 def test_one_dimensional_distances_match_scipy_and_sorted_draws():

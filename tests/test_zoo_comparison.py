@@ -9,7 +9,7 @@ from test_zoo import needs_db  # skips when the posteriordb folder is missing
 
 from pyrodiv import arviz_adapter, zoo_comparison
 from pyrodiv.cli import main
-from pyrodiv.zoo_comparison import check_loss_names, resolve_model, run_zoo_comparison
+from pyrodiv.zoo.comparison import check_loss_names, resolve_model, run_zoo_comparison
 
 TABLE_COLUMNS = [
     "model",

@@ -104,7 +104,7 @@ def f_divergence(
 
     Example::
 
-        >>> from pyrodiv.generators import get_generator
+        >>> from pyrodiv.divergences.generators import get_generator
         >>> est = f_divergence(get_generator("kl_reverse"), torch.zeros(3), torch.ones(3))
         >>> float(est.value)  # E_Q[log q - log p]
         1.0
@@ -168,16 +168,6 @@ def jensen_shannon(
     return _estimate(value, objective)
 
 
-def log_normalizer(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    r"""Importance-sampling estimate :math:`\log \hat Z = \log\frac1K\sum_k \tilde p(x_k)/q(x_k)`,
-    :math:`x_k\sim Q`, of the log normalizing constant of an unnormalized :math:`\tilde p`.
-
-    :math:`\hat Z` is unbiased; :math:`\log\hat Z` is biased low (Jensen), by about
-    :math:`\mathrm{Var}[w]/(2K\,\mathbb{E}[w]^2)`.
-    """
-    return log_mean_exp(log_p - log_q)
-
-
 def self_normalized_kl_forward(log_p: torch.Tensor, log_q: torch.Tensor) -> Estimate:
     r"""Inclusive :math:`\mathrm{KL}(P\|Q)` for an unnormalized :math:`\tilde p`, by
     self-normalized importance sampling over :math:`x_k\sim Q` (the wake-phase estimator):
@@ -226,7 +216,7 @@ def self_normalized_f_divergence(
 
     Example::
 
-        >>> from pyrodiv.generators import get_generator
+        >>> from pyrodiv.divergences.generators import get_generator
         >>> lq = torch.tensor([-1.0, -2.0])
         >>> float(self_normalized_f_divergence(get_generator("pearson"), lq + 1e4, lq).value)
         0.0

@@ -30,7 +30,7 @@ discrimination, ``log1p_abs`` and the arithmetic-geometric divergence do not hav
 Example::
 
     >>> import torch
-    >>> from pyrodiv.generators import get_generator
+    >>> from pyrodiv.divergences.generators import get_generator
     >>> hellinger = get_generator("squared_hellinger")
     >>> hellinger(torch.tensor([0.0, 1e4, -1e4]))
     tensor([0., inf, 1.])
@@ -71,11 +71,6 @@ class Generator:
     fn: Callable[[torch.Tensor], torch.Tensor] = field(repr=False)
     power: float | None = None
     params: dict = field(default_factory=dict)
-
-    @property
-    def ignores_normalizer(self) -> bool:
-        """Whether the minimizer over Q is unchanged when p is scaled by a constant."""
-        return self.power is not None
 
     def __call__(self, logu: torch.Tensor) -> torch.Tensor:
         return self.fn(logu)

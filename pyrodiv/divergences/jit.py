@@ -1,6 +1,6 @@
 r"""Compiled divergence losses: trace a loss's estimate once with ``torch.jit`` and replay it.
 
-:func:`jit` does for any :class:`~pyrodiv.losses.DivergenceLoss` what
+:func:`jit` does for any :class:`~pyrodiv.divergences.losses.DivergenceLoss` what
 :class:`pyro.infer.JitTrace_ELBO` does for ``Trace_ELBO``: the first call with a model and a
 guide runs the loss normally (guessing the plate nesting and the target kind), then records
 every tensor operation of one estimate (the guide's and the model's runs, the log-densities and
@@ -11,8 +11,9 @@ Python plumbing; random draws are recorded as operations, so each call draws ane
 The value and gradient are those of the loss it wraps. What a recorded graph cannot do:
 
 * control flow that depends on tensor values is frozen at the first call, so the per-site
-  NaN checks of :mod:`pyrodiv.traces` do not run again (the check of the final estimate in
-  :meth:`~pyrodiv.losses.DivergenceLoss.estimate` still does, and names the loss);
+  NaN checks of :mod:`pyrodiv.divergences.traces` do not run again (the check of the final
+  estimate in
+  :meth:`~pyrodiv.divergences.losses.DivergenceLoss.estimate` still does, and names the loss);
 * keyword arguments are baked in as constants (a new value of a non-tensor keyword argument,
   or a new tensor object, records a new graph); pass data positionally;
 * every ``pyro.param`` must exist at the first call, as for ``JitTrace_ELBO``;

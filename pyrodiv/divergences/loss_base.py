@@ -76,7 +76,8 @@ class DivergenceLoss(ELBO):
     :param bool vectorize_particles: draw all particles at once under an outer plate (a
         program that does not broadcast falls back to a loop, with one warning).
     :param str target: ``"auto"`` (read from the model: a
-        :class:`~pyrodiv.targets.SampleTarget` is a sample target, observed sites or factors make
+        :class:`~pyrodiv.divergences.targets.SampleTarget` is a sample target, observed sites or
+        factors make
         a posterior, else a prior), ``"prior"``, ``"posterior"`` or ``"sample"``.
 
     Subclasses set :attr:`divergence`, :attr:`needs` (the talk's ingredients of :math:`P`)
@@ -148,7 +149,8 @@ class DivergenceLoss(ELBO):
 
     def target_kind(self, model, args, kwargs) -> str:
         """``"prior"``, ``"posterior"`` or ``"sample"``: the override; ``"sample"`` for a
-        :class:`~pyrodiv.targets.SampleTarget`; else read once per model and argument pattern
+        :class:`~pyrodiv.divergences.targets.SampleTarget`; else read once per model and argument
+        pattern
         (observed sites or ``pyro.factor`` make a posterior), without moving the seed."""
         if self.target != "auto":
             return self.target
@@ -189,6 +191,9 @@ class DivergenceLoss(ELBO):
         self.runner.num_particles = self.num_particles
         self.runner.vectorize = self.vectorize_particles
         run = self.runner(model, guide, args, kwargs, order, **options)
+        if self.max_plate_nesting == math.inf:  # Pyro's convention: the particle plate counts
+            vectorized = self.vectorize_particles and self.num_particles > 1
+            self.max_plate_nesting = self.runner.last_nesting + vectorized
         self._params.update(run.params)
         return run
 

@@ -1,7 +1,7 @@
 r"""Divergences as drop-in ``pyro.infer.ELBO`` losses.
 
-Each loss joins a trace layer (:mod:`pyrodiv.traces`) to an estimator
-(:mod:`pyrodiv.estimators`) and is used like any Pyro loss::
+Each loss joins a trace layer (:mod:`pyrodiv.divergences.traces`) to an estimator
+(:mod:`pyrodiv.divergences.estimators`) and is used like any Pyro loss::
 
     svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}),
                          loss=pyrodiv.ForwardKL(num_particles=256, vectorize_particles=True))
@@ -11,14 +11,16 @@ tensor with the same value whose gradient is the gradient estimator) and ``loss_
 (backward on it, return the float), from one pass over the traces. ``num_particles`` works
 sequentially or, with ``vectorize_particles=True``, under one outer plate.
 
-**Targets** (:mod:`pyrodiv.targets`). The model is the target :math:`P`. A model with no
+**Targets** (:mod:`pyrodiv.divergences.targets`). The model is the target :math:`P`. A model with
+no
 observed sites and no ``pyro.factor`` is a *prior* target: normalized and sampleable, so every
 divergence is estimated without bias. A model with observed sites or factors is a *posterior*
 target: only the unnormalized :math:`\tilde p(x, z)` is known and :math:`P` cannot be sampled,
 so losses that need :math:`x\sim P` or a normalized :math:`\log p` use self-normalized
 importance sampling over :math:`Q`'s particles (biased by :math:`O(1/K)`, consistent),
 Markovian score climbing (``ForwardKL(estimator="msc")``), or given draws (``draws=``, e.g.
-MCMC draws). A :class:`~pyrodiv.targets.SampleTarget` is a *sample* target: draws of :math:`P`
+MCMC draws). A :class:`~pyrodiv.divergences.targets.SampleTarget` is a *sample* target: draws of
+:math:`P`
 and nothing else. The kind is read from the model; ``target=`` overrides it.
 
 What each divergence needs; a target that cannot give it is refused with a ``ValueError``
@@ -103,10 +105,11 @@ class ForwardKL(TakesDraws):
     * **Prior target**: the draws come from running the model; value and gradient unbiased.
     * **Posterior target**, ``estimator="snis"`` (default): self-normalized importance sampling
       over :math:`Q`'s particles, the wake-phase estimator
-      (:func:`~pyrodiv.estimators.self_normalized_kl_forward`); consistent, biased by
+      (:func:`~pyrodiv.divergences.estimators.self_normalized_kl_forward`); consistent, biased by
       :math:`O(1/K)` at :math:`K` particles, more when the weights vary much.
     * **Posterior target**, ``estimator="msc"``: Markovian score climbing
-      (:mod:`pyrodiv.score_climbing`): one particle is a Markov chain state kept between
+      (:mod:`pyrodiv.divergences.score_climbing`): one particle is a Markov chain state kept
+      between
       steps, so the bias of the fixed-:math:`K` estimate vanishes over iterations. The state
       is reset by :meth:`reset_state`.
     * **Given draws** (``draws={site: tensor (N, *shape)}``, or the InferenceData of
@@ -169,9 +172,11 @@ class JensenShannon(DivergenceLoss):
     :math:`\tfrac12\mathrm{KL}(P\|M) + \tfrac12\mathrm{KL}(Q\|M)`, :math:`M = \tfrac12(P + Q)`.
 
     On a prior target each particle is a pair, one draw from :math:`P` and one from :math:`Q`
-    (:func:`~pyrodiv.estimators.jensen_shannon`, unbiased). On a posterior target it is the
+    (:func:`~pyrodiv.divergences.estimators.jensen_shannon`, unbiased). On a posterior target it
+    is the
     f-divergence estimate with :math:`P` normalized by the particles' own
-    :math:`\hat Z` (:func:`~pyrodiv.estimators.self_normalized_f_divergence`, :math:`O(1/K)`
+    :math:`\hat Z` (:func:`~pyrodiv.divergences.estimators.self_normalized_f_divergence`,
+    :math:`O(1/K)`
     bias). Bounded by :math:`\log 2`; it has two local optima on the talk's bimodal target.
 
     On a posterior target the estimate sees :math:`P` only at :math:`Q`'s particles: a
@@ -216,9 +221,9 @@ def _power_renyi(loss, run):  # the scaled Renyi bound
 class FDivergence(DivergenceLoss):
     r"""Any f-divergence :math:`D_f(P\|Q) = \mathbb{E}_Q[f(p/q)]` with :math:`x_k \sim Q`.
 
-    :param f: a generator name from :mod:`pyrodiv.generators` (``"kl_forward"``,
+    :param f: a generator name from :mod:`pyrodiv.divergences.generators` (``"kl_forward"``,
         ``"squared_hellinger"``, ``"amari_alpha"``, ...), a
-        :class:`~pyrodiv.generators.Generator`, or a callable ``f(logu)``.
+        :class:`~pyrodiv.divergences.generators.Generator`, or a callable ``f(logu)``.
     :param params: generator parameters, e.g. ``alpha=0.5`` for ``"amari_alpha"``.
 
     On a prior target the estimate :math:`\frac1K\sum_k f(p_k/q_k)` is unbiased. On a
@@ -277,7 +282,8 @@ class RenyiBound(DivergenceLoss):
         \right)^{\alpha} \approx D^R_\alpha(P\|Q) + \frac{\alpha}{\alpha - 1}\log Z,
         \qquad x_k \sim Q,
 
-    minimized over :math:`Q` (:func:`~pyrodiv.estimators.renyi_bound`). Its minimizer is that
+    minimized over :math:`Q` (:func:`~pyrodiv.divergences.estimators.renyi_bound`). Its minimizer
+    is that
     of :math:`D^R_\alpha`, whatever :math:`Z`: :math:`\alpha \to 0` approaches the ELBO,
     :math:`\alpha = 1/2` is Hellinger's, :math:`\alpha = 2` the :math:`\chi^2` (CUBO) bound. The
     value is the log of a mean: biased by :math:`O(1/K)`. With :math:`\alpha = 1 - \beta` it is
@@ -313,7 +319,8 @@ def _cubo(loss, run):
 class CUBO(RenyiBound):
     r"""The :math:`\chi` upper bound :math:`\mathrm{CUBO}_n = \frac1n\log\frac1K\sum_k
     (\tilde p(x_k)/q(x_k))^n \ge \log Z` (Dieng et al. 2017), :math:`x_k\sim Q`, minimized over
-    :math:`Q` (:func:`~pyrodiv.estimators.cubo`). It equals :math:`\frac{n-1}{n} R_n`, so its
+    :math:`Q` (:func:`~pyrodiv.divergences.estimators.cubo`). It equals :math:`\frac{n-1}{n} R_n`,
+    so its
     minimizer is that of the :math:`\chi^n` divergence (:math:`n = 2`: Pearson). Mass-covering;
     the log of a mean, biased low by :math:`O(1/K)`, and its gradient has high variance when
     :math:`Q` is narrower than :math:`P`.
@@ -341,7 +348,8 @@ class CrossEntropy(TakesDraws):
     so it has the same minimizer and needs no :math:`\log p`.
 
     The draws come from running the model (a prior target, or a
-    :class:`~pyrodiv.targets.SampleTarget` holding a data set), or from ``draws=`` (e.g. MCMC
+    :class:`~pyrodiv.divergences.targets.SampleTarget` holding a data set), or from ``draws=``
+    (e.g. MCMC
     draws of a posterior). Unbiased.
 
     Example::
@@ -384,9 +392,11 @@ class Wasserstein(TakesDraws):
 
     Each step draws :math:`K` = ``num_particles`` values from :math:`Q` (reparameterized: the
     gradient is pathwise) and :math:`K` from :math:`P`: by running a prior target or a
-    :class:`~pyrodiv.targets.SampleTarget`, or from ``draws=``. A posterior target cannot be
+    :class:`~pyrodiv.divergences.targets.SampleTarget`, or from ``draws=``. A posterior target
+    cannot be
     sampled, so it needs ``draws=``. The distance between the two samples
-    (:func:`pyrodiv.transport.wasserstein`: sorted draws in 1-D, sliced or Sinkhorn or the exact
+    (:func:`pyrodiv.divergences.transport.wasserstein`: sorted draws in 1-D, sliced or Sinkhorn or
+    the exact
     linear program in several dimensions) is biased upward as an estimate of :math:`W_p(Q, P)`,
     by :math:`O(K^{-1/2})` in 1-D; use many particles.
 
@@ -424,7 +434,7 @@ class Wasserstein(TakesDraws):
 
 
 #: Loss names understood by :func:`get_loss` besides the generator names of
-#: :data:`pyrodiv.generators.GENERATOR_NAMES` (which build an :class:`FDivergence`).
+#: :data:`pyrodiv.divergences.generators.GENERATOR_NAMES` (which build an :class:`FDivergence`).
 LOSSES = {
     "reverse_kl": ReverseKL,
     "forward_kl": ForwardKL,

@@ -52,7 +52,7 @@ def divergence_tensor(f, log_p, log_q, lo=-60.0, hi=60.0, n=40001) -> torch.Tens
     r""":math:`D_f(P\|Q)` by quadrature as a float64 tensor, differentiable in any parameters
     that ``log_p`` and ``log_q`` close over (the reference for gradient tests).
 
-    :param f: a generator (name, :class:`~pyrodiv.generators.Generator` or callable).
+    :param f: a generator (name, :class:`~pyrodiv.divergences.generators.Generator` or callable).
     """
     f = get_generator(f)
     x, w = grid(lo, hi, n)

@@ -51,8 +51,15 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
 
+from .densities import (
+    LogDensities,
+    NotVectorizable,
+    _check_finite,
+    log_densities,
+    trace_log_density,
+)
 from .replay import DetachSamples, SetValues, is_guide_messenger, replay_guide_at
-from .site_checks import check_densities, check_enumeration, is_delta, mark_point_masses
+from .site_checks import is_delta, mark_point_masses
 
 #: The name of the vectorized particle plate (Pyro's own, so that autoguides recognise it).
 PARTICLE_PLATE = "num_particles_vectorized"
@@ -73,17 +80,6 @@ class Order(enum.Enum):
     RETAINED = "retained particle"
 
 
-class LogDensities(tuple):
-    """``(log_p, log_q, score)`` per particle; unpacks like a tuple."""
-
-    def __new__(cls, log_p, log_q, score=None):
-        return super().__new__(cls, (log_p, log_q, score))
-
-    log_p = property(lambda self: self[0])
-    log_q = property(lambda self: self[1])
-    score = property(lambda self: self[2])
-
-
 @dataclass
 class Run:
     """The outcome of one :class:`Runner` call over all particles."""
@@ -102,103 +98,6 @@ class Run:
     @property
     def densities(self) -> LogDensities:
         return LogDensities(self.log_p, self.log_q, self.score)
-
-
-class NotVectorizable(ValueError):
-    """A program does not broadcast over the particle plate."""
-
-
-# ---- per-particle sums -------------------------------------------------------------------
-
-
-def sum_to_particles(log_prob: torch.Tensor, particle_dim: int | None) -> torch.Tensor:
-    """Sum a site's log-prob over every dimension but the particle dimension.
-
-    ``particle_dim`` is the (negative) dim of the vectorized particle plate, or ``None`` for a
-    single particle (everything is summed).
-
-    Example::
-
-        >>> sum_to_particles(torch.ones(4, 1, 3), particle_dim=-3)
-        tensor([3., 3., 3., 3.])
-    """
-    if particle_dim is None or log_prob.dim() < -particle_dim:
-        return log_prob.sum()
-    if log_prob.dim() == -particle_dim:  # the particle dim leads: one flat sum per particle
-        return log_prob.flatten(1).sum(1) if log_prob.dim() > 1 else log_prob
-    dims = [d for d in range(-log_prob.dim(), 0) if d != particle_dim]
-    return log_prob.sum(dims)
-
-
-def _check_finite(trace, kind: str, total: torch.Tensor):
-    """Raise a ValueError naming the first site whose log-density is NaN or infinite."""
-    if torch.isfinite(total).all():
-        return
-    for name, site in trace.nodes.items():
-        if site["type"] == "sample" and not torch.isfinite(site["log_prob"]).all():
-            value = site["value"]
-            bad_value = isinstance(value, torch.Tensor) and not torch.isfinite(value).all()
-            what = "its value" if bad_value else "its log-density"
-            raise ValueError(
-                f"{kind} site {name!r}: {what} contains NaN or inf "
-                f"({'observed data' if site['is_observed'] else 'latent draw'}); "
-                "check the data and the distribution's support and parameters"
-            )
-    raise ValueError(f"the {kind} log-density is NaN or inf")
-
-
-def trace_log_density(trace, particle_dim: int | None, kind: str = "model") -> torch.Tensor:
-    """Per-particle sum of a trace's ``log_prob`` entries (computed beforehand).
-
-    Under vectorized particles a site whose log-prob has dimensions left of the particle plate
-    raises :class:`NotVectorizable` naming it (e.g. ``z[..., 0:1]`` where ``z[..., 0]`` was
-    meant): summing those would give every particle the same total.
-    """
-    total = None
-    for name, site in trace.nodes.items():
-        if site["type"] == "sample":
-            log_prob = site["log_prob"]
-            if particle_dim is not None and log_prob.dim() > -particle_dim:
-                raise NotVectorizable(
-                    f"{kind} site {name!r}: its log-prob has shape {tuple(log_prob.shape)}, with "
-                    f"dimensions left of the vectorized particle plate (dim {particle_dim})"
-                )
-            term = sum_to_particles(log_prob, particle_dim)
-            total = term if total is None else total + term
-    if total is None:
-        raise ValueError(f"the {kind} has no sample sites")
-    return total
-
-
-def trace_score(guide_trace, particle_dim: int | None) -> torch.Tensor | None:
-    """Per-particle score-function term of the non-reparameterized guide sites, or ``None``."""
-    total = None
-    for site in guide_trace.nodes.values():
-        if site["type"] == "sample":
-            term = site["score_parts"].score_function
-            if isinstance(term, torch.Tensor):
-                term = sum_to_particles(term, particle_dim)
-                total = term if total is None else total + term
-    return total
-
-
-def log_densities(model_trace, guide_trace, particle_dim: int | None) -> LogDensities:
-    """Reduce a (model, guide) trace pair with computed log-probs to :class:`LogDensities`,
-    refusing point-mass guide sites and enumerated model sites the guide does not sample
-    (:mod:`pyrodiv.divergences.site_checks`) and naming a site whose log-density is NaN."""
-    check_densities(guide_trace)
-    check_enumeration(model_trace, guide_trace)
-    log_p = trace_log_density(model_trace, particle_dim, "model")
-    log_q = trace_log_density(guide_trace, particle_dim, "guide")
-    # One check for both traces; the per-site search only runs when it fails.
-    if not torch.isfinite(log_p - log_q).all():
-        _check_finite(model_trace, "model", log_p)
-        _check_finite(guide_trace, "guide", log_q)
-    score = trace_score(guide_trace, particle_dim)
-    if log_p.shape != log_q.shape:
-        shape = torch.broadcast_shapes(log_p.shape, log_q.shape)
-        log_p, log_q = log_p.expand(shape), log_q.expand(shape)
-    return LogDensities(log_p, log_q, score)
 
 
 # ---- handlers ----------------------------------------------------------------------------
@@ -374,6 +273,7 @@ class Runner:
         self._nesting = {}  # (model, guide, model first?) -> guessed nesting
         self._sequential = set()  # (model, guide) that did not vectorize
         self._checked = set()  # (model, guide) whose vectorized runs were checked
+        self.last_nesting = None  # the model's nesting in the latest call
 
     def nesting(self, model, guide, args, kwargs, order, set_draws=None) -> int:
         """The model's plate nesting: given, or guessed from one unvectorized run (without
@@ -418,6 +318,7 @@ class Runner:
         call = _Call(self, model, guide, args, kwargs, order, draws, rows, chain, densities)
         nesting = self.nesting(model, guide, args, kwargs, order, call.set_draws(1, 0, None))
         pinning = PinSubsamples(pin if isinstance(pin, dict) else None, reuse=pin is not None)
+        self.last_nesting = nesting
         key = (model, guide)
         run = None
         with pinning:
@@ -645,9 +546,7 @@ __all__ = [
     "guess_max_plate_nesting",
     "initialize_autoguide",
     "log_densities",
-    "sum_to_particles",
-    "trace_log_density",
-    "trace_score",
+    "observes",
 ]
 
 

@@ -38,13 +38,10 @@ InferenceData = az.InferenceData
 __all__ = [
     "InferenceData",
     "from_netcdf",
-    "from_pyro_mcmc",
     "get_draws",
     "group_names",
-    "plot_density",
     "plot_forest",
     "plot_pair",
-    "plot_trace",
     "psis",
     "summary",
     "to_inference_data",
@@ -142,21 +139,6 @@ def to_inference_data(
             attrs=dict(attrs) if attrs else None,
         )
     return idata
-
-
-def from_pyro_mcmc(mcmc, **kwargs) -> InferenceData:
-    """ArviZ's own conversion of a finished ``pyro.infer.MCMC`` run (``az.from_pyro``).
-
-    Note that ``az.from_pyro`` silently omits the ``log_likelihood`` group when the model does
-    not vectorize under Pyro's ``Predictive`` (it does not for ``to_event`` latents), does not add
-    ``pyro.deterministic`` sites, and orders chains wrongly when there are 10 or more.
-    :func:`pyrodiv.baselines.mcmc_to_inference_data` builds all groups itself; prefer it.
-
-    Example::
-
-        >>> idata = from_pyro_mcmc(mcmc)  # doctest: +SKIP
-    """
-    return az.from_pyro(mcmc, **kwargs)
 
 
 def group_names(idata: InferenceData) -> list[str]:
@@ -296,27 +278,11 @@ def _common_var_names(datas: list, var_names: Sequence[str] | None) -> list[str]
     return common
 
 
-def plot_density(data, var_names: Sequence[str] | None = None, **kwargs):
-    """Overlaid marginal densities (``az.plot_density``) of one or several posteriors.
-
-    ``data`` is an InferenceData, a list of them, or a dict ``{label: idata}`` (labels go in the
-    legend). By default the variables common to all posteriors are drawn. Returns the matplotlib
-    axes.
-
-    Example::
-
-        >>> axes = plot_density({"NUTS": idata_nuts, "AutoNormal": idata_guide})  # doctest: +SKIP
-    """
-    datas, labels = _labelled(data)
-    return az.plot_density(
-        datas, data_labels=labels, var_names=_common_var_names(datas, var_names), **kwargs
-    )
-
-
 def plot_forest(data, var_names: Sequence[str] | None = None, combined: bool = True, **kwargs):
     """Forest plot (``az.plot_forest``): intervals of each variable, one row per posterior.
 
-    ``data`` is as in :func:`plot_density`; chains are combined by default. Returns the axes.
+    ``data`` is one ``InferenceData``, a list of them or a ``{label: InferenceData}`` dict;
+    chains are combined by default. Returns the axes.
 
     Example::
 
@@ -340,16 +306,6 @@ def plot_pair(idata: InferenceData, var_names: Sequence[str] | None = None, **kw
         >>> axes = plot_pair(idata, var_names=["mu", "tau"], kind="kde")  # doctest: +SKIP
     """
     return az.plot_pair(idata, var_names=list(var_names) if var_names else None, **kwargs)
-
-
-def plot_trace(idata: InferenceData, var_names: Sequence[str] | None = None, **kwargs):
-    """Trace plot (``az.plot_trace``): density and draws of each chain. Returns the axes.
-
-    Example::
-
-        >>> axes = plot_trace(idata_nuts, var_names=["mu"])  # doctest: +SKIP
-    """
-    return az.plot_trace(idata, var_names=list(var_names) if var_names else None, **kwargs)
 
 
 def to_netcdf(idata: InferenceData, path) -> str:

@@ -1,7 +1,8 @@
 """MCMC baselines: NUTS and HMC through ``pyro.infer.MCMC``, returned as ArviZ ``InferenceData``.
 
 :func:`run_nuts` and :func:`run_hmc` sample the posterior of a Pyro model and return an
-``InferenceData`` with the same groups as :func:`pyrodiv.inference_data.guide_to_inference_data`,
+``InferenceData`` with the same groups as
+:func:`pyrodiv.inference.inference_data.guide_to_inference_data`,
 so that a fitted guide can be compared with the baseline variable by variable:
 
 - ``posterior``: latent sites and ``pyro.deterministic`` sites, constrained space, shape

@@ -35,7 +35,8 @@ def psis_khat(
     r"""Pareto :math:`\hat k` of the weights :math:`\log w_s = \log p(x, z_s) - \log q(z_s)`.
 
     Draws ``num_samples`` times from the fitted ``guide`` (as
-    :func:`pyrodiv.inference_data.guide_log_weights`, with ``*args, **kwargs`` for model and
+    :func:`pyrodiv.inference.inference_data.guide_log_weights`, with ``*args, **kwargs`` for model
+    and
     guide) and returns the shape :math:`\hat k` that ``az.psislw`` fits to the largest weights:
     below 0.5 good, 0.5 to 0.7 usable, above 0.7 unreliable (Yao et al. 2018). A guide equal to
     the exact posterior has constant weights and gives :math:`-\infty`. Small ``num_samples``

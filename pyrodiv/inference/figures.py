@@ -1,7 +1,8 @@
 r"""Figures that compare approximate posteriors with a reference (NUTS or gold-standard draws).
 
 Every function takes plain inputs (``{method: InferenceData}``, a
-:func:`~pyrodiv.comparison.compare_posteriors` table, ``{method: FitResult}``), draws on a
+:func:`~pyrodiv.inference.comparison.compare_posteriors` table, ``{method: FitResult}``), draws on
+a
 matplotlib ``Figure`` of its own (Agg canvas, no pyplot state), saves it when ``path`` is given
 and returns it. A method keeps one colour in every figure (:func:`method_colors`); the reference
 is black.
@@ -142,7 +143,7 @@ def plot_marginals(
     Example::
 
         >>> import torch
-        >>> from pyrodiv.arviz_adapter import to_inference_data
+        >>> from pyrodiv.inference.arviz_adapter import to_inference_data
         >>> a = to_inference_data({"mu": torch.randn(1, 300), "tau": torch.rand(1, 300)})
         >>> b = to_inference_data({"mu": torch.randn(1, 300), "tau": torch.rand(1, 300)})
         >>> fig = plot_marginals({"nuts": a, "guide": b}, reference="nuts")
@@ -219,7 +220,7 @@ def plot_pairs(
     Example::
 
         >>> import torch
-        >>> from pyrodiv.arviz_adapter import to_inference_data
+        >>> from pyrodiv.inference.arviz_adapter import to_inference_data
         >>> a = to_inference_data({"mu": torch.randn(1, 300), "tau": torch.rand(1, 300)})
         >>> fig = plot_pairs({"nuts": a, "guide": a}, reference="nuts")
         >>> fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()
@@ -279,7 +280,7 @@ def plot_forest(
     Example::
 
         >>> import torch
-        >>> from pyrodiv.arviz_adapter import to_inference_data
+        >>> from pyrodiv.inference.arviz_adapter import to_inference_data
         >>> a = to_inference_data({"mu": torch.randn(1, 300)})
         >>> fig = plot_forest({"nuts": a, "guide": a}, reference="nuts")
         >>> fig.axes[0].get_xlabel()
@@ -323,7 +324,7 @@ def _khat_by_method(khats) -> dict[str, float]:
 def plot_khat(khats, title: str | None = None, path=None):
     r"""Bar chart of the PSIS :math:`\hat k` of each method, with the 0.5 and 0.7 thresholds.
 
-    :param khats: ``{method: khat}`` or a :func:`~pyrodiv.comparison.compare_posteriors`
+    :param khats: ``{method: khat}`` or a :func:`~pyrodiv.inference.comparison.compare_posteriors`
         table. Methods without importance weights (NaN, e.g. NUTS) are marked "n/a";
         infinite values are drawn at the top of the axis and marked "inf".
 
@@ -379,7 +380,8 @@ def plot_loss_curves(
 ):
     """Loss of every SVI step, one panel per method (the divergences have different scales).
 
-    :param fits: ``{method: FitResult}`` (from :func:`pyrodiv.fit`) or ``{method: losses}``.
+    :param fits: ``{method: FitResult}`` (from :func:`pyrodiv.inference.fit.fit`) or ``{method:
+    losses}``.
     :param window: width of the running mean drawn over the raw losses.
     :param colors: ``{method: colour}`` (default :func:`method_colors` of the methods), to match
         the other figures of a comparison.
@@ -440,7 +442,7 @@ def plot_accuracy_vs_time(
     """Error against the reference versus wall-clock time, one marker per method.
 
     :param table: a DataFrame with the columns ``method``, ``error`` and ``time`` (for
-        example :func:`pyrodiv.zoo_comparison.summarize_by_method`), and ``group`` when given.
+        example :func:`pyrodiv.zoo.comparison.summarize_by_method`), and ``group`` when given.
     :param group: one panel per value of this column (``None``: one panel for all rows).
 
     Both axes are logarithmic; lower left is better (accurate and fast).

@@ -3,8 +3,10 @@ r"""One zoo posterior, several divergences, one reference: fit, compare, write t
 :func:`run_zoo_comparison` is the everyday loop on a posteriordb model of :mod:`pyrodiv.zoo`:
 
 1. for each loss name (``"reverse_kl"``, ``"forward_kl"``, ``"jensen_shannon"``,
-   ``"squared_hellinger"``, any name of :func:`pyrodiv.losses.get_loss`), fit an autoguide
-   (``AutoNormal`` by default) with :func:`pyrodiv.fit` and Adam with a learning-rate decay,
+   ``"squared_hellinger"``, any name of :func:`pyrodiv.divergences.losses.get_loss`), fit an
+   autoguide
+   (``AutoNormal`` by default) with :func:`pyrodiv.inference.fit.fit` and Adam with a
+   learning-rate decay,
    :math:`\mathrm{lr}_t = \mathrm{lr}\cdot\rho^{t/T}` from ``lr`` down to ``lr * lr_decay``
    (badly conditioned posteriors need the late steps well under the posterior sd);
 2. draw from each fitted guide with :func:`pyrodiv.guide_to_inference_data`, which also gives
@@ -16,7 +18,7 @@ r"""One zoo posterior, several divergences, one reference: fit, compare, write t
    method (:func:`summarize_by_method`);
 5. write to ``out``: one netCDF file per method, ``comparison.csv`` (per variable),
    ``summary.csv`` (per method), ``comparison.md`` (both tables and the settings) and the
-   figures of :mod:`pyrodiv.figures` (``densities.png``, ``pairs.png``, ``forest.png``,
+   figures of :mod:`pyrodiv.inference.figures` (``densities.png``, ``pairs.png``, ``forest.png``,
    ``khat.png``, ``losses.png``).
 
 Everything runs in float64 under fixed seeds: the same arguments give the same tables.
