@@ -15,7 +15,7 @@ import torch
 from torch.distributions import constraints
 
 import pyrodiv
-from pyrodiv.quadrature import normal_log_prob, optimal_normal
+from pyrodiv.divergences.quadrature import normal_log_prob, optimal_normal
 
 pytestmark = pytest.mark.slow
 
