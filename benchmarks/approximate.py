@@ -27,17 +27,17 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from pyrodiv.output import num, table
-from pyrodiv.zoo_comparison import (
+
+import pyrodiv
+from pyrodiv.inference.approximate import approximate
+from pyrodiv.inference.output import num, table
+from pyrodiv.zoo import ZOO
+from pyrodiv.zoo.comparison import (
     REFERENCE_DRAWS_PER_CHAIN,
     _posteriordb_idata,
     resolve_model,
     summarize_by_method,
 )
-
-import pyrodiv
-from pyrodiv.approximate import approximate
-from pyrodiv.zoo import ZOO
 
 OUT = Path(__file__).resolve().parent / "results"
 DIVERGENCES = ["forward_kl", "reverse_kl", "jensen_shannon", "squared_hellinger", "pearson"]

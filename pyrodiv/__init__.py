@@ -35,6 +35,10 @@ _LAZY = {
     "run_hmc": "inference.baselines",
     "guide_to_inference_data": "inference.inference_data",
     "psis_khat": "inference.diagnostics",
+    "approximate": "inference.approximate",
+    "Approximation": "inference.approximation",
+    "ApproximateSettings": "inference.approximation",
+    "ApproximationWarning": "inference.approximation",
 }
 
 
@@ -47,6 +51,10 @@ def __getattr__(name):
 
 
 __all__ = [
+    "approximate",
+    "Approximation",
+    "ApproximateSettings",
+    "ApproximationWarning",
     "compare_posteriors",
     "CUBO",
     "CrossEntropy",

@@ -16,14 +16,14 @@ import pytest
 import torch
 
 import pyrodiv
-from pyrodiv import arviz_adapter
-from pyrodiv.approximate import (
+from pyrodiv.inference import arviz_adapter
+from pyrodiv.inference.approximate import (
     ApproximateSettings,
     Approximation,
     ApproximationWarning,
     approximate,
 )
-from pyrodiv.warm_start import AutoWhitenedNormal
+from pyrodiv.inference.warm_start import AutoWhitenedNormal
 from pyrodiv.zoo import ZOO, posteriordb_path
 
 FAST = {"khat_draws": 200, "progress": False}
