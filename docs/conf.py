@@ -92,6 +92,7 @@ _EXTERNAL = (
     "dataclasses",
     "contextlib",
     "ot",
+    "enum",
 )
 nitpick_ignore_regex = [
     (r"py:.*", rf"({'|'.join(_EXTERNAL)})(\..*)?"),

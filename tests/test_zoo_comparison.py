@@ -176,7 +176,10 @@ def test_cli_compare_prints_the_table(tmp_path, capsys):
     assert list(summary["method"]) == ["posteriordb", "reverse_kl", "squared_hellinger"]
     assert (summary["variables"] == VARIABLES).all()
     markdown = (out / "comparison.md").read_text()
-    assert "`pyrodiv compare eight_schools --losses reverse_kl,squared_hellinger" in markdown
+    assert (
+        "`pyrodiv compare eight_schools_noncentered --losses reverse_kl,squared_hellinger"
+        in markdown
+    )
     assert not list(out.glob("*.png"))
 
 

@@ -13,7 +13,7 @@ The value and gradient are those of the loss it wraps. What a recorded graph can
 * control flow that depends on tensor values is frozen at the first call, so the per-site
   NaN checks of :mod:`pyrodiv.divergences.traces` do not run again (the check of the final
   estimate in
-  :meth:`~pyrodiv.divergences.losses.DivergenceLoss.estimate` still does, and names the loss);
+  :meth:`~pyrodiv.divergences.loss_base.DivergenceLoss.estimate` still does, and names the loss);
 * keyword arguments are baked in as constants (a new value of a non-tensor keyword argument,
   or a new tensor object, records a new graph); pass data positionally;
 * every ``pyro.param`` must exist at the first call, as for ``JitTrace_ELBO``;

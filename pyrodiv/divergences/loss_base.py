@@ -35,7 +35,8 @@ from .traces import Order, Runner, observes
 #: The target kinds a loss accepts in ``target=``.
 TARGET_OPTIONS = ("auto", "prior", "posterior", "sample")
 #: Keyword options every loss takes (those of :class:`DivergenceLoss`, and ``draws`` where a
-#: loss can use draws of P); the rest of :class:`FDivergence`'s keywords go to its generator.
+#: loss can use draws of P); the rest of :class:`~pyrodiv.divergences.losses.FDivergence`'s
+#: keywords go to its generator.
 LOSS_OPTIONS = (
     "num_particles",
     "max_plate_nesting",

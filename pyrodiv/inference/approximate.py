@@ -1,7 +1,8 @@
 r"""``approximate``: fit a guide to a Pyro posterior with any divergence, so that the divergence,
 not the optimizer, decides the answer.
 
-The pipeline (each step timed and counted in :attr:`Approximation.stages`):
+The pipeline (each step timed and counted in the ``stages`` of the
+:class:`~pyrodiv.inference.approximation.Approximation`):
 
 1. **Warm start** (:func:`pyrodiv.inference.warm_start.laplace`): the mode :math:`m` of the
    unconstrained log density :math:`\log\pi(z)` by L-BFGS and Newton steps, and the Laplace

@@ -28,7 +28,8 @@ class ApproximationWarning(UserWarning):
 
 @dataclass(frozen=True)
 class ApproximateSettings:
-    r"""Budgets and rules of :func:`approximate` (all automatic by default).
+    r"""Budgets and rules of :func:`~pyrodiv.inference.approximate.approximate` (all automatic by
+    default).
 
     :param max_steps: the most SVI steps of each training stage.
     :param reverse_kl_steps: the most steps of the reverse-KL stage (0: no such stage).
@@ -43,19 +44,22 @@ class ApproximateSettings:
         within ``[min_particles, max_particles]``; ``num_particles`` fixes it instead.
     :param reverse_kl_particles: particles of the reverse-KL stage and of a reverse-KL fit.
     :param khat_draws: draws for the final k-hat (0: skip it).
-    :param collapse_ratio, runaway_sds: the collapse and runaway limits (whitened guides).
+    :param collapse_ratio: the collapse limit (a whitened guide's sd over the warm start's).
+    :param runaway_sds: the runaway limit (warm-start sds travelled by the mean).
     :param on_failure: ``"warn"`` (reset to the previous stage and warn) or ``"raise"``.
     :param warm_start: run the Laplace warm start (else: prior medians, unit scales).
     :param full_rank_max_dim: the largest dimension given a full-rank guide by ``"auto"``.
     :param init_values: ``{site: value}`` used as the first start of the mode search.
     :param skip_reverse_kl_ess: skip the reverse-KL stage when the warm start's importance
         weights already have an ESS fraction at least this (0: never skip).
-    :param rounds, rewhiten_above: each training stage runs up to ``rounds`` rounds; after a
+    :param rounds: each training stage runs up to ``rounds`` rounds; after a
         round a whitened guide becomes the new whitening (re-preconditioning), and another
         round runs if that round moved its mean or log sds by more than ``rewhiten_above``.
+    :param rewhiten_above: see ``rounds``.
     :param num_starts: starts of the mode search (the first, then uniform draws on [-2, 2]).
-    :param path_points, path_draws: Gaussians along the L-BFGS path that compete with the
-        Laplace approximation, scored by an ELBO of ``path_draws`` draws (0: the mode only).
+    :param path_points: Gaussians along the L-BFGS path that compete with the Laplace
+        approximation (0: the mode only).
+    :param path_draws: draws of the ELBO that scores them.
     """
 
     max_steps: int = 2000
@@ -119,12 +123,12 @@ class Stage:
 
 @dataclass
 class Approximation:
-    """The outcome of :func:`approximate`.
+    """The outcome of :func:`~pyrodiv.inference.approximate.approximate`.
 
     :param guide: the fitted guide.
     :param divergence: the divergence's name.
     :param losses: the loss of every SVI step, all stages in order.
-    :param stages: one :class:`Stage` per step of the pipeline.
+    :param stages: one :class:`~pyrodiv.inference.approximation.Stage` per step of the pipeline.
     :param seconds: wall time of the whole fit (k-hat included).
     :param khat: the PSIS k-hat of the fitted guide (NaN if not computed).
     :param laplace: the warm start (``None`` if skipped).

@@ -380,8 +380,8 @@ def plot_loss_curves(
 ):
     """Loss of every SVI step, one panel per method (the divergences have different scales).
 
-    :param fits: ``{method: FitResult}`` (from :func:`pyrodiv.inference.fit.fit`) or ``{method:
-    losses}``.
+    :param fits: ``{method: FitResult}`` (from :func:`pyrodiv.inference.fit.fit`) or
+        ``{method: losses}``.
     :param window: width of the running mean drawn over the raw losses.
     :param colors: ``{method: colour}`` (default :func:`method_colors` of the methods), to match
         the other figures of a comparison.

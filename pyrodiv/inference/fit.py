@@ -111,7 +111,8 @@ def fit(
         (``num_steps=2000``), which override ``settings``.
     :param callback: called as ``callback(step, loss)`` after each step (``step`` counts from
         1); returning ``True`` stops the fit.
-    :param args, kwargs: the model's and guide's arguments (keywords that are not options).
+    :param args: the model's and guide's positional arguments.
+    :param kwargs: their keyword arguments (those that are not options).
     :returns: :class:`FitResult` with the loss of every step and the seconds taken.
 
     Example::

@@ -42,7 +42,6 @@ from pathlib import Path
 
 import pandas as pd
 import pyro
-import pyro.poutine as poutine
 import torch
 from pyro.infer import autoguide
 
@@ -220,13 +219,6 @@ def _make_guide(guide, model, init_scale: float) -> Callable:
     return getattr(autoguide, guide)(model, init_scale=init_scale)
 
 
-def _max_plate_nesting(model, kwargs) -> int:
-    with torch.random.fork_rng(), poutine.block():
-        trace = poutine.trace(model).get_trace(**kwargs)
-    stacks = [len(s["cond_indep_stack"]) for s in trace.nodes.values() if s["type"] == "sample"]
-    return max(stacks, default=0)
-
-
 @contextlib.contextmanager
 def _float64():
     old = torch.get_default_dtype()
@@ -237,7 +229,7 @@ def _float64():
         torch.set_default_dtype(old)
 
 
-def _fit_guide(model, kwargs, loss_name, settings) -> tuple[Callable, FitResult]:
+def _fit_guide(model, kwargs, loss_name, settings, label) -> tuple[Callable, FitResult]:
     pyro.clear_param_store()
     pyro.set_rng_seed(settings["seed"])
     guide = _make_guide(settings["guide"], model, settings["init_scale"])
@@ -245,7 +237,6 @@ def _fit_guide(model, kwargs, loss_name, settings) -> tuple[Callable, FitResult]
         loss_name,
         num_particles=settings["num_particles"],
         vectorize_particles=True,
-        max_plate_nesting=settings["max_plate_nesting"],
     )
     steps = settings["num_steps"]
     optim = pyro.optim.ClippedAdam(
@@ -258,6 +249,7 @@ def _fit_guide(model, kwargs, loss_name, settings) -> tuple[Callable, FitResult]
         num_steps=steps,
         optim=optim,
         progress=settings["progress"],
+        desc=label,
         **kwargs,
     )
     return guide, result
@@ -440,7 +432,8 @@ def run_zoo_comparison(
         if isinstance(guide, str) or not callable(guide):
             raise ValueError(f"unknown guide {guide!r}; known: {', '.join(GUIDES)}")
     settings = {
-        "model": entry.name,
+        "model": model if isinstance(model, str) else entry.name,
+        "zoo_name": entry.name,
         "posterior": entry.posterior,
         "losses": losses,
         "reference": reference,
@@ -462,7 +455,6 @@ def run_zoo_comparison(
     with _float64():
         pyro_model = entry.model
         kwargs = entry.kwargs(posteriordb, torch.float64)
-        settings["max_plate_nesting"] = _max_plate_nesting(pyro_model, kwargs)
         idatas, fits = {}, {}
         if nuts:
             idatas["nuts"] = run_nuts(
@@ -472,6 +464,7 @@ def run_zoo_comparison(
                 num_chains=nuts_chains,
                 chain_method=nuts_chain_method,
                 seed=seed,
+                progress_bar=progress,
                 **kwargs,
             )
         try:
@@ -482,9 +475,10 @@ def run_zoo_comparison(
             if reference == "posteriordb":
                 raise
         failures = {}
-        for name in losses:
+        for index, name in enumerate(losses, 1):
+            label = f"{name} (fit {index}/{len(losses)})"
             try:
-                guide_fn, fits[name] = _fit_guide(pyro_model, kwargs, name, settings)
+                guide_fn, fits[name] = _fit_guide(pyro_model, kwargs, name, settings, label)
                 idata = guide_to_inference_data(
                     pyro_model, guide_fn, num_samples=num_draws, seed=seed, **kwargs
                 )
