@@ -102,3 +102,10 @@ def test_huge_log_normalizers_change_no_self_normalized_estimate(offset):
         for a, b in zip(base_grads, shifted_grads, strict=True):
             assert torch.isfinite(b).all()
             assert torch.allclose(a, b, rtol=1e-6, atol=1e-10)
+
+
+def test_forward_kl_with_one_particle_on_a_posterior_says_it_learns_nothing():
+    guide = AutoNormal(conjugate)
+    loss = pyrodiv.ForwardKL(num_particles=1)
+    with pytest.warns(UserWarning, match="one self-normalized weight is 1"):
+        loss.loss(conjugate, guide, Y)

@@ -219,3 +219,10 @@ def test_deterministic_sites_do_not_make_a_posterior():
         pyro.deterministic("twice", 2 * z)
 
     assert pyrodiv.CrossEntropy().target_kind(model, (), {}) == "prior"
+
+
+def test_empty_draws_are_refused_where_given():
+    with pytest.raises(ValueError, match="draws of site 'x' are empty"):
+        SampleTarget({"x": torch.randn(0, 2)})
+    with pytest.raises(ValueError, match="draws of site 'z' are empty"):
+        pyrodiv.ForwardKL(num_particles=8, draws={"z": torch.zeros(0)})

@@ -44,6 +44,8 @@ for forward KL and Jensen-Shannon, and from ``draws=`` for cross-entropy and Was
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from . import estimators, transport
@@ -65,6 +67,14 @@ def _cross_entropy(loss, run):
 
 
 def _self_normalized_kl_forward(loss, run):
+    if run.log_p.numel() == 1 and not getattr(loss, "_warned_one_particle", False):
+        loss._warned_one_particle = True
+        warnings.warn(
+            f"{loss.divergence} with one particle on a posterior target: the one "
+            "self-normalized weight is 1, so the fit learns nothing; use tens of particles",
+            UserWarning,
+            stacklevel=2,
+        )
     return estimators.self_normalized_kl_forward(run.log_p, run.log_q)
 
 

@@ -131,6 +131,8 @@ def _check_draws(draws) -> dict[str, torch.Tensor]:
             raise TypeError(f"draws of site {name!r} must be a torch.Tensor, got {type(value)}")
         if value.dim() == 0:
             raise ValueError(f"draws of site {name!r} need a leading draw dimension")
+        if value.shape[0] == 0:
+            raise ValueError(f"draws of site {name!r} are empty (0 draws)")
         if not torch.isfinite(value).all():
             raise ValueError(f"draws of site {name!r} contain NaN or inf")
         checked[name] = value.detach()
