@@ -475,10 +475,6 @@ class _Call:
         )
 
 
-def _is_shape_error(error) -> bool:
-    return isinstance(error, RuntimeError | IndexError) or "shape" in str(error)
-
-
 def _guide_values(guide_trace, proto_guide, k: int, dim: int) -> dict:
     """Particle ``k``'s values of the guide's random (non-Delta) sample sites, shaped as in
     the one-particle ``proto_guide``."""
@@ -542,7 +538,6 @@ __all__ = [
     "PinSubsamples",
     "Run",
     "Runner",
-    "SetValues",
     "guess_max_plate_nesting",
     "initialize_autoguide",
     "log_densities",

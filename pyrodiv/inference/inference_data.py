@@ -111,18 +111,9 @@ def _evaluate(model, guide, num_draws, args, kwargs, vectorize, order, draws=Non
     runner = Runner(num_draws, vectorize)
     rows = torch.arange(num_draws) if draws is not None else None
     with poutine.block(), torch.no_grad():
+        options = dict(draws=draws, rows=rows, keep_traces=True)
         try:
-            proto = Runner(1)(
-                model,
-                guide,
-                args,
-                kwargs,
-                order,
-                draws=draws,
-                rows=rows,
-                pin=True,
-                keep_traces=True,
-            )
+            proto = Runner(1)(model, guide, args, kwargs, order, pin=True, **options)
         except ValueError as error:
             if "has no sample sites" not in str(error):
                 raise
@@ -132,17 +123,7 @@ def _evaluate(model, guide, num_draws, args, kwargs, vectorize, order, draws=Non
             raise ValueError(
                 "model has no latent sample sites: there is nothing for the guide to approximate"
             )
-        run = runner(
-            model,
-            guide,
-            args,
-            kwargs,
-            order,
-            draws=draws,
-            rows=rows,
-            pin=proto.subsamples,
-            keep_traces=True,
-        )
+        run = runner(model, guide, args, kwargs, order, pin=proto.subsamples, **options)
     parts = []
     for model_trace, _ in run.traces:
         n = num_draws if len(run.traces) == 1 else 1
