@@ -4,11 +4,10 @@ r"""One zoo posterior, several divergences, one reference: fit, compare, write t
 
 1. for each loss name (``"reverse_kl"``, ``"forward_kl"``, ``"jensen_shannon"``,
    ``"squared_hellinger"``, any name of :func:`pyrodiv.divergences.losses.get_loss`), fit an
-   autoguide
-   (``AutoNormal`` by default) with :func:`pyrodiv.inference.fit.fit` and Adam with a
-   learning-rate decay,
-   :math:`\mathrm{lr}_t = \mathrm{lr}\cdot\rho^{t/T}` from ``lr`` down to ``lr * lr_decay``
-   (badly conditioned posteriors need the late steps well under the posterior sd);
+   autoguide (``AutoNormal`` by default) with :func:`pyrodiv.inference.fit.fit` and Adam with
+   a learning-rate decay, :math:`\mathrm{lr}_t = \mathrm{lr}\cdot\rho^{t/T}` from ``lr``
+   down to ``lr * lr_decay``, or with :func:`pyrodiv.approximate` (``method="approximate"``);
+   the options are one :class:`ComparisonSettings`;
 2. draw from each fitted guide with :func:`pyrodiv.guide_to_inference_data`, which also gives
    the importance log weights :math:`\log p(x, z) - \log q(z)`, hence the PSIS :math:`\hat k`;
 3. take as reference either a NUTS run (:func:`pyrodiv.run_nuts`, ``nuts=True``) or the
@@ -16,10 +15,8 @@ r"""One zoo posterior, several divergences, one reference: fit, compare, write t
 4. compare every method with :func:`pyrodiv.compare_posteriors` (per scalar variable: mean
    error and W1 in reference-sd units, sd ratio, :math:`\hat k`, wall time) and summarize per
    method (:func:`summarize_by_method`);
-5. write to ``out``: one netCDF file per method, ``comparison.csv`` (per variable),
-   ``summary.csv`` (per method), ``comparison.md`` (both tables and the settings) and the
-   figures of :mod:`pyrodiv.inference.figures` (``densities.png``, ``pairs.png``, ``forest.png``,
-   ``khat.png``, ``losses.png``).
+5. write the tables, netCDF files and figures to ``out``
+   (:mod:`pyrodiv.zoo.comparison_files`).
 
 Everything runs in float64 under fixed seeds: the same arguments give the same tables.
 
@@ -33,8 +30,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import json
-import math
+import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,18 +43,18 @@ from pyro.infer import autoguide
 
 from ..divergences.generators import GENERATOR_NAMES
 from ..divergences.losses import LOSSES, get_loss
-from ..inference import arviz_adapter
-from ..inference import figures as plots
 from ..inference.baselines import run_nuts
 from ..inference.comparison import compare_posteriors
 from ..inference.fit import FitResult, fit
 from ..inference.inference_data import guide_to_inference_data, samples_to_inference_data
-from ..inference.output import num, table
+from ..validation import check_int
 from . import ZOO, get_entry
+from .comparison_files import summary_markdown, write_comparison
 
 __all__ = [
     "DEFAULT_LOSSES",
     "GUIDES",
+    "ComparisonSettings",
     "ZooComparison",
     "check_loss_names",
     "resolve_model",
@@ -78,6 +74,98 @@ GUIDES = (
 )
 #: Reference draws kept per chain of the posteriordb reference (10 chains of 1000 stored).
 REFERENCE_DRAWS_PER_CHAIN = 400
+
+
+@dataclass(frozen=True)
+class ComparisonSettings:
+    r"""The options of :func:`run_zoo_comparison`, checked when made.
+
+    :param nuts: also run NUTS (``nuts_chains`` chains of ``nuts_warmup`` + ``nuts_draws``,
+        one after another unless ``nuts_chain_method="parallel"``, which needs a script
+        guarded by ``if __name__ == "__main__":``; see :func:`pyrodiv.run_nuts`).
+    :param reference: ``"nuts"``, ``"posteriordb"`` or ``"auto"`` (NUTS when it is run, else
+        the posteriordb draws). The other one, when available, is compared like a method.
+    :param method: ``"svi"`` (:func:`pyrodiv.fit` with the settings below) or
+        ``"approximate"`` (:func:`pyrodiv.approximate`: warm start, automatic steps and
+        particles; ``num_steps``, ``num_particles``, ``lr``, ``lr_decay`` and ``init_scale``
+        are then not used).
+    :param num_steps: SVI steps.
+    :param num_particles: vectorized particles per step.
+    :param lr: Adam's learning rate, multiplied by ``lr_decay`` over the run
+        (``pyro.optim.ClippedAdam`` with ``lrd = lr_decay ** (1 / num_steps)``): badly
+        conditioned posteriors need the late steps well under the posterior sd.
+    :param lr_decay: the factor of the learning rate over the whole run.
+    :param guide: an autoguide name of :data:`GUIDES`, or ``model -> guide``.
+    :param init_scale: the autoguide's initial scale (unconstrained). Wide (1.0) by default:
+        estimates over :math:`Q`'s own draws cannot see a collapse, so mass-covering
+        divergences started narrow (Pyro's default 0.1) can collapse onto a point.
+    :param num_draws: draws from each fitted guide (for the table and :math:`\hat k`).
+    :param seed: every fit, guide draw and chain starts from this seed.
+
+    Example::
+
+        >>> ComparisonSettings(num_steps=500).replace(seed=1).seed
+        1
+        >>> ComparisonSettings(num_steps=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: num_steps must be an integer >= 1, got 0
+    """
+
+    nuts: bool = False
+    reference: str = "auto"
+    method: str = "svi"
+    num_steps: int = 2000
+    num_particles: int = 32
+    num_draws: int = 2000
+    lr: float = 0.05
+    lr_decay: float = 0.02
+    guide: object = "AutoNormal"
+    init_scale: float = 1.0
+    nuts_draws: int = 500
+    nuts_warmup: int = 500
+    nuts_chains: int = 2
+    nuts_chain_method: str = "sequential"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.reference not in ("auto", "nuts", "posteriordb"):
+            raise ValueError(
+                f"reference must be 'auto', 'nuts' or 'posteriordb', got {self.reference!r}"
+            )
+        if self.reference == "nuts" and not self.nuts:
+            raise ValueError("reference='nuts' needs nuts=True")
+        if self.method not in ("svi", "approximate"):
+            raise ValueError(f"method must be 'svi' or 'approximate', got {self.method!r}")
+        for name in ("num_steps", "num_particles", "num_draws", "nuts_draws", "nuts_chains"):
+            check_int(getattr(self, name), name)
+        check_int(self.nuts_warmup, "nuts_warmup", 0)
+        check_int(self.seed, "seed", 0)
+        if not self.init_scale > 0:
+            raise ValueError(f"init_scale must be positive, got {self.init_scale!r}")
+        if not (self.lr > 0 and 0 < self.lr_decay <= 1):
+            raise ValueError(
+                f"need lr > 0 and 0 < lr_decay <= 1, got lr={self.lr}, lr_decay={self.lr_decay}"
+            )
+        if isinstance(self.guide, str) and self.guide not in GUIDES:
+            raise ValueError(f"unknown guide {self.guide!r}; known: {', '.join(GUIDES)}")
+        if not isinstance(self.guide, str) and not callable(self.guide):
+            raise ValueError(f"unknown guide {self.guide!r}; known: {', '.join(GUIDES)}")
+
+    def replace(self, **changes) -> ComparisonSettings:
+        """A copy with ``changes``; an unknown name is a ``TypeError`` listing the known ones."""
+        known = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(known))
+        if unknown:
+            raise TypeError(f"unknown comparison settings {unknown}; known: {', '.join(known)}")
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def reference_name(self) -> str:
+        """The reference actually used: ``"nuts"`` or ``"posteriordb"``."""
+        if self.reference == "auto":
+            return "nuts" if self.nuts else "posteriordb"
+        return self.reference
 
 
 @dataclass
@@ -176,41 +264,6 @@ def summarize_by_method(table: pd.DataFrame) -> pd.DataFrame:
     return summary.reset_index()
 
 
-def summary_markdown(summary: pd.DataFrame) -> str:
-    """A :func:`summarize_by_method` table as Markdown, numbers rounded for reading.
-
-    One row per method (and model, when the table has that column): errors max and median,
-    the sd ratio as min / median / max, W1 max and median, k-hat ("n/a" for MCMC and stored
-    draws) and wall time in seconds.
-
-    Example::
-
-        >>> t = pd.DataFrame({"method": ["a"], "variable": ["x"], "mean_error": [0.1],
-        ...                   "sd_ratio": [0.9], "w1": [0.2], "khat": [0.3],
-        ...                   "wall_time_s": [2.0]})
-        >>> print(summary_markdown(summarize_by_method(t)).splitlines()[2])
-        | a | 1 | 0.100 | 0.100 | 0.90 / 0.90 / 0.90 | 0.200 | 0.200 | 0.30 | 2.0 |
-    """
-    keys = [c for c in ("model", "method", "reference") if c in summary.columns]
-    header = keys + ["vars", "mean err max", "mean err median", "sd ratio", "W1 max"]
-    header += ["W1 median", "k-hat", "time (s)"]
-    rows = [
-        [getattr(r, k) for k in keys]
-        + [
-            r.variables,
-            num(r.mean_error_max, 3),
-            num(r.mean_error_median, 3),
-            f"{num(r.sd_ratio_min, 2)} / {num(r.sd_ratio_median, 2)} / {num(r.sd_ratio_max, 2)}",
-            num(r.w1_max, 3),
-            num(r.w1_median, 3),
-            "n/a" if math.isnan(r.khat) else num(r.khat, 2),
-            "n/a" if math.isnan(r.wall_time_s) else num(r.wall_time_s, 1),
-        ]
-        for r in summary.itertuples()
-    ]
-    return table(header, rows)
-
-
 def _make_guide(guide, model, init_scale: float) -> Callable:
     if callable(guide) and not isinstance(guide, str):
         return guide(model)
@@ -229,26 +282,32 @@ def _float64():
         torch.set_default_dtype(old)
 
 
-def _fit_guide(model, kwargs, loss_name, settings, label) -> tuple[Callable, FitResult]:
+def _fit_guide(model, kwargs, loss_name, settings: ComparisonSettings, progress, label):
+    """One fit of ``settings.guide`` with ``loss_name``: the guide and a result with
+    ``.losses``, ``.seconds`` and ``.num_steps``."""
     pyro.clear_param_store()
-    pyro.set_rng_seed(settings["seed"])
-    guide = _make_guide(settings["guide"], model, settings["init_scale"])
-    loss = get_loss(
-        loss_name,
-        num_particles=settings["num_particles"],
-        vectorize_particles=True,
-    )
-    steps = settings["num_steps"]
-    optim = pyro.optim.ClippedAdam(
-        {"lr": settings["lr"], "lrd": settings["lr_decay"] ** (1 / steps)}
-    )
+    pyro.set_rng_seed(settings.seed)
+    if settings.method == "approximate":
+        from ..inference.approximate import approximate
+
+        made = approximate(
+            model, divergence=loss_name, guide=settings.guide, seed=settings.seed,
+            progress=progress,
+            model_kwargs=kwargs, khat_draws=0,
+        )  # fmt: skip
+        result = FitResult(losses=list(made.losses), seconds=made.seconds)
+        return made.guide, result
+    guide = _make_guide(settings.guide, model, settings.init_scale)
+    loss = get_loss(loss_name, num_particles=settings.num_particles, vectorize_particles=True)
+    steps = settings.num_steps
+    optim = pyro.optim.ClippedAdam({"lr": settings.lr, "lrd": settings.lr_decay ** (1 / steps)})
     result = fit(
         model,
         guide,
         loss=loss,
         num_steps=steps,
         optim=optim,
-        progress=settings["progress"],
+        progress=progress,
         desc=label,
         **kwargs,
     )
@@ -265,139 +324,32 @@ def _posteriordb_idata(entry, model, kwargs, path, draws_per_chain: int):
     return samples_to_inference_data(model, latents, attrs=attrs, **kwargs)
 
 
-def _markdown(result: ZooComparison) -> str:
-    s = result.settings
-    lines = [
-        f"# {s['model']}: {', '.join(s['losses'])} against {result.reference}",
-        "",
-        f"Reproduce: `{s['command']}`",
-        "",
-        f"Reference: **{result.reference}**"
-        + (
-            f" (NUTS, {s['nuts_chains']} chain(s) of {s['nuts_warmup']} warmup + "
-            f"{s['nuts_draws']} draws)"
-            if result.reference == "nuts"
-            else " (posteriordb gold-standard draws)"
-        )
-        + f". Guide {s['guide']}, {s['num_steps']} steps, {s['num_particles']} particles, "
-        f"Adam lr {s['lr']} decayed by {s['lr_decay']}, {s['num_draws']} guide draws, "
-        f"seed {s['seed']}.",
-        "",
-        "Per method: errors in reference-sd units over the scalar variables (max and median), "
-        "sd ratio (min / median / max), W1 in reference-sd units, PSIS k-hat (good < 0.5, "
-        "unreliable > 0.7; n/a for MCMC) and wall time (fit or sampling).",
-        "",
-    ]
-    lines += [summary_markdown(result.summary)]
-
-    lines += [f"Failed: **{name}** ({error})." for name, error in result.failures.items()]
-    lines += ["", "## Per variable", ""]
-    columns = ["method", "variable", "mean", "sd", "mean_error", "sd_ratio", "w1", "khat"]
-    rows = [
-        [r[0], r[1]] + [num(v, 3) for v in r[2:]]
-        for r in result.table[columns].itertuples(index=False)
-    ]
-    lines += [table(columns, rows), ""]
-    figures_md = [
-        f"![{k.split(':', 1)[1]}]({Path(v).name})"
-        for k, v in result.files.items()
-        if k.startswith("figure:")
-    ]
-    if figures_md:
-        lines += ["## Figures", "", *figures_md, ""]
-    return "\n".join(lines)
-
-
-def _write(result: ZooComparison, out: Path, make_figures: bool) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    for method, idata in result.idatas.items():
-        path = out / f"{method}.nc"
-        arviz_adapter.to_netcdf(idata, path)
-        result.files[f"netcdf:{method}"] = str(path)
-    result.table.to_csv(out / "comparison.csv", index=False)
-    result.summary.to_csv(out / "summary.csv", index=False)
-    result.files["csv"] = str(out / "comparison.csv")
-    result.files["summary_csv"] = str(out / "summary.csv")
-    if make_figures:
-        model = result.settings["model"]
-        colors = plots.method_colors(list(result.idatas), result.reference)
-        drawers = {
-            "densities": lambda p: plots.plot_marginals(
-                result.idatas, result.reference, title=f"{model}: marginal densities", path=p
-            ),
-            "pairs": lambda p: plots.plot_pairs(
-                result.idatas, result.reference, title=f"{model}: pairwise draws", path=p
-            ),
-            "forest": lambda p: plots.plot_forest(result.idatas, result.reference, path=p),
-            "khat": lambda p: plots.plot_khat(
-                result.table[result.table["method"].isin(result.fits)],
-                title=f"{model}: Pareto k-hat of each fitted guide",
-                path=p,
-            ),
-            "losses": lambda p: plots.plot_loss_curves(
-                result.fits, colors=colors, title=f"{model}: training loss", path=p
-            ),
-        }
-        for name, draw in drawers.items():
-            path = out / f"{name}.png"
-            draw(path)
-            result.files[f"figure:{name}"] = str(path)
-    path = out / "comparison.md"
-    result.files["markdown"] = str(path)
-    path.write_text(_markdown(result))
-    (out / "settings.json").write_text(json.dumps(result.settings, indent=2) + "\n")
-    result.files["settings"] = str(out / "settings.json")
-
-
 def run_zoo_comparison(
     model: str,
     losses: Sequence[str] = DEFAULT_LOSSES,
+    settings: ComparisonSettings | None = None,
     *,
-    nuts: bool = False,
-    reference: str = "auto",
-    num_steps: int = 2000,
-    num_particles: int = 32,
-    num_draws: int = 2000,
-    lr: float = 0.05,
-    lr_decay: float = 0.02,
-    guide="AutoNormal",
-    init_scale: float = 1.0,
-    nuts_draws: int = 500,
-    nuts_warmup: int = 500,
-    nuts_chains: int = 2,
-    nuts_chain_method: str = "sequential",
-    seed: int = 0,
     out=None,
     figures: bool = True,
     posteriordb=None,
     progress: bool = False,
     command: str | None = None,
+    **options,
 ) -> ZooComparison:
-    r"""Fit ``guide`` to a zoo posterior with each loss and compare with a reference.
+    r"""Fit a guide to a zoo posterior with each loss and compare with a reference.
 
     :param model: a zoo name (``"eight_schools"``, ``"eight_schools_noncentered"``, a
         posteriordb name, ...); ``ValueError`` lists the known ones.
     :param losses: loss names for :func:`pyrodiv.get_loss` (the table's method names).
-    :param nuts: also run NUTS (``nuts_chains`` chains of ``nuts_warmup`` + ``nuts_draws``,
-        one after another unless ``nuts_chain_method="parallel"``, which needs a script
-        guarded by ``if __name__ == "__main__":``; see :func:`pyrodiv.run_nuts`).
-    :param reference: ``"nuts"``, ``"posteriordb"`` or ``"auto"`` (NUTS when it is run, else
-        the posteriordb draws). The other one, when available, is compared like a method.
-    :param num_steps: SVI steps.
-    :param num_particles: vectorized particles per step.
-    :param lr: Adam's learning rate, multiplied by ``lr_decay`` over the run
-        (``pyro.optim.ClippedAdam`` with ``lrd = lr_decay ** (1 / num_steps)``).
-    :param lr_decay: the factor of the learning rate over the whole run.
-    :param guide: an autoguide name of :data:`GUIDES`, or ``model -> guide``.
-    :param init_scale: the autoguide's initial scale (unconstrained). Wide (1.0) by default:
-        estimates over :math:`Q`'s own draws cannot see a collapse, so mass-covering
-        divergences started narrow (Pyro's default 0.1) can collapse onto a point.
-    :param num_draws: draws from each fitted guide (for the table and :math:`\hat k`).
-    :param seed: every fit, guide draw and chain starts from this seed.
-    :param out: folder for the netCDF, csv, markdown and figure files (``None``: write nothing).
+    :param settings: a :class:`ComparisonSettings`; its fields may also be given as keywords
+        (``num_steps=500``), which replace the ones of ``settings``.
+    :param out: folder for the netCDF, csv, markdown and figure files (``None``: write nothing;
+        see :func:`~pyrodiv.zoo.comparison_files.write_comparison`).
     :param figures: draw the figures (when ``out`` is given).
     :param posteriordb: the posteriordb folder (default: ``$PYRODIV_POSTERIORDB`` or
         ``../shared/posteriordb``).
+    :param progress: progress bars for NUTS and the fits.
+    :param command: the command line written as "Reproduce:" in ``comparison.md``.
     :returns: :class:`ZooComparison` (``.table`` per variable, ``.summary`` per method).
 
     Example::
@@ -409,61 +361,34 @@ def run_zoo_comparison(
     """
     entry = resolve_model(model)
     losses = check_loss_names(losses)
-    if reference not in ("auto", "nuts", "posteriordb"):
-        raise ValueError(f"reference must be 'auto', 'nuts' or 'posteriordb', got {reference!r}")
-    if reference == "auto":
-        reference = "nuts" if nuts else "posteriordb"
-    if reference == "nuts" and not nuts:
-        raise ValueError("reference='nuts' needs nuts=True")
-    for name, value in (
-        ("num_steps", num_steps),
-        ("num_particles", num_particles),
-        ("num_draws", num_draws),
-        ("nuts_draws", nuts_draws),
-        ("nuts_chains", nuts_chains),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if not init_scale > 0:
-        raise ValueError(f"init_scale must be positive, got {init_scale!r}")
-    if not (lr > 0 and 0 < lr_decay <= 1):
-        raise ValueError(f"need lr > 0 and 0 < lr_decay <= 1, got lr={lr}, lr_decay={lr_decay}")
-    if not isinstance(guide, str) or guide not in GUIDES:
-        if isinstance(guide, str) or not callable(guide):
-            raise ValueError(f"unknown guide {guide!r}; known: {', '.join(GUIDES)}")
-    settings = {
+    settings = (settings or ComparisonSettings()).replace(**options)
+    reference = settings.reference_name
+    record = {
         "model": model if isinstance(model, str) else entry.name,
         "zoo_name": entry.name,
         "posterior": entry.posterior,
         "losses": losses,
+        **dataclasses.asdict(settings),
         "reference": reference,
-        "nuts": bool(nuts),
-        "num_steps": num_steps,
-        "num_particles": num_particles,
-        "num_draws": num_draws,
-        "lr": lr,
-        "lr_decay": lr_decay,
-        "guide": guide if isinstance(guide, str) else getattr(guide, "__name__", str(guide)),
-        "init_scale": init_scale,
-        "nuts_draws": nuts_draws,
-        "nuts_warmup": nuts_warmup,
-        "nuts_chains": nuts_chains,
-        "seed": seed,
+        "guide": settings.guide
+        if isinstance(settings.guide, str)
+        else getattr(settings.guide, "__name__", str(settings.guide)),
         "progress": progress,
-        "command": command or f"run_zoo_comparison({entry.name!r}, {losses!r}, nuts={nuts})",
+        "command": command
+        or f"run_zoo_comparison({entry.name!r}, {losses!r}, nuts={settings.nuts})",
     }
     with _float64():
         pyro_model = entry.model
         kwargs = entry.kwargs(posteriordb, torch.float64)
         idatas, fits = {}, {}
-        if nuts:
+        if settings.nuts:
             idatas["nuts"] = run_nuts(
                 pyro_model,
-                num_samples=nuts_draws,
-                warmup_steps=nuts_warmup,
-                num_chains=nuts_chains,
-                chain_method=nuts_chain_method,
-                seed=seed,
+                num_samples=settings.nuts_draws,
+                warmup_steps=settings.nuts_warmup,
+                num_chains=settings.nuts_chains,
+                chain_method=settings.nuts_chain_method,
+                seed=settings.seed,
                 progress_bar=progress,
                 **kwargs,
             )
@@ -478,9 +403,15 @@ def run_zoo_comparison(
         for index, name in enumerate(losses, 1):
             label = f"{name} (fit {index}/{len(losses)})"
             try:
-                guide_fn, fits[name] = _fit_guide(pyro_model, kwargs, name, settings, label)
+                guide_fn, fits[name] = _fit_guide(
+                    pyro_model, kwargs, name, settings, progress, label
+                )
                 idata = guide_to_inference_data(
-                    pyro_model, guide_fn, num_samples=num_draws, seed=seed, **kwargs
+                    pyro_model,
+                    guide_fn,
+                    num_samples=settings.num_draws,
+                    seed=settings.seed,
+                    **kwargs,
                 )
             except (ValueError, RuntimeError) as error:  # e.g. a fit that diverged to nan
                 reason = (str(error).strip().splitlines() or [""])[0]
@@ -507,9 +438,9 @@ def run_zoo_comparison(
         idatas=ordered,
         fits=fits,
         reference=reference,
-        settings=settings,
+        settings=record,
         failures=failures,
     )
     if out is not None:
-        _write(result, Path(out), figures)
+        write_comparison(result, Path(out), figures)
     return result
