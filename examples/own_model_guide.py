@@ -70,17 +70,19 @@ def exact_posterior(y):
 
 
 def train(loss, y, num_steps, lr, seed):
-    """SVI with ``loss``; returns (loc, scale) averaged over the last quarter of the steps."""
+    """``pyrodiv.fit`` (Pyro's ``SVI`` loop with Adam) with ``loss``; returns (loc, scale)
+    averaged over the last quarter of the steps."""
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
-    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": lr}), loss=loss)
-    locs, scales = [], []
-    for step in range(num_steps):
-        svi.step(y)
-        if step >= 3 * num_steps // 4:
-            locs.append(pyro.param("loc").item())
-            scales.append(pyro.param("scale").item())
-    return sum(locs) / len(locs), sum(scales) / len(scales)
+    tail = []
+
+    def record(steps_done, _loss):
+        if steps_done > 3 * num_steps // 4:
+            tail.append((pyro.param("loc").item(), pyro.param("scale").item()))
+
+    pyrodiv.fit(model, guide, y, loss=loss, num_steps=num_steps, lr=lr, progress=False,
+                callback=record)  # fmt: skip
+    return tuple(sum(values) / len(tail) for values in zip(*tail, strict=True))
 
 
 def main(args):

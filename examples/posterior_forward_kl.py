@@ -96,16 +96,19 @@ def posterior_moments(log_p):
 
 
 def fit(loss, y, args):
-    """SVI from N(start, 1); returns (loc, variance) averaged over the last quarter of the
-    steps, and the trajectory of (loc, variance)."""
+    """``pyrodiv.fit`` (Pyro's ``SVI`` loop with Adam) from N(start, 1); returns (loc,
+    variance) averaged over the last quarter of the steps, and the trajectory of (loc,
+    variance)."""
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     guide = make_guide((args.start, 1.0))
-    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": args.learning_rate}), loss=loss)
     trajectory = []
-    for _ in range(args.num_steps):
-        svi.step(y)
+
+    def record(_steps_done, _loss):
         trajectory.append((pyro.param("loc").item(), pyro.param("scale").item() ** 2))
+
+    pyrodiv.fit(model, guide, y, loss=loss, num_steps=args.num_steps, lr=args.learning_rate,
+                progress=False, callback=record)  # fmt: skip
     tail = trajectory[3 * args.num_steps // 4 :]
     return tuple(sum(v) / len(tail) for v in zip(*tail, strict=True)), trajectory
 
