@@ -105,15 +105,8 @@ def _bimodal(res):
         f"{s['lr']}, {s['steps']} steps, {s['particles']} draws a step, seed {s['seed']}. "
         "'exact' is the local optimum by quadrature (Nelder-Mead) from the same start.\n\n"
         + table(
-            [
-                "run",
-                "start",
-                "talk (raw output)",
-                f"ours (step {s['steps']})",
-                "exact local optimum",
-                "exact D (nats)",
-                "basin",
-            ],
+            ["run", "start", "talk (raw output)", f"ours (step {s['steps']})"]
+            + ["exact local optimum", "exact D (nats)", "basin"],
             rows,
         )
         + "\n"
@@ -165,13 +158,8 @@ def _bimodal(res):
         f"same settings: the main run above (seed {s['seed']}) and {max(0, seeds - 1)} more "
         f"trained together as one batch of independent fits, seed {s['seed'] + 1}):\n\n"
         + table(
-            [
-                "sigma parameterization",
-                "to the mode",
-                "to the broad cover",
-                "neither",
-                "final Q per run",
-            ],
+            ["sigma parameterization", "to the mode", "to the broad cover", "neither"]
+            + ["final Q per run"],
             [
                 [
                     ("|L| (the talk's)" if k == "L" else "exp(s)"),
@@ -500,17 +488,8 @@ def write_report(results: dict, path) -> str:
         "Notation: N(mean, variance), as in the talk's code. 'talk' is the raw output of the "
         "talk's notebook, 'ours' this run, 'exact' the optimum by quadrature.\n\n"
     )
-    for name in (
-        "normal",
-        "mixtures",
-        "bimodal",
-        "landscapes",
-        "fdiv_table",
-        "reparam",
-        "emd",
-        "mle",
-    ):
+    for name, section in SECTIONS.items():  # in the talk's order
         if name in results:
-            text += SECTIONS[name](results[name]) + "\n"
+            text += section(results[name]) + "\n"
     Path(path).write_text(text)
     return text
