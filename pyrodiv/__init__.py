@@ -8,28 +8,29 @@ Example::
 """
 
 from . import _moved
-from .divergences.generators import GENERATOR_NAMES, Generator, get_generator
-from .divergences.losses import (
-    CUBO,
-    CrossEntropy,
-    DivergenceLoss,
-    FDivergence,
-    ForwardKL,
-    JensenShannon,
-    RenyiBound,
-    ReverseKL,
-    Wasserstein,
-    get_loss,
-)
-from .divergences.targets import SampleTarget
-from .inference.fit import FitResult, FitSettings, fit
-
-_moved.install()
 
 __version__ = "0.1.0"
 
-# The comparison layer imports ArviZ, which is slow to import: load it on first use.
+# Every public name is imported on first use: ``import pyrodiv`` (and ``pyrodiv --help``) stays
+# instant, and torch, Pyro and ArviZ load only when a name that needs them is reached.
 _LAZY = {
+    "GENERATOR_NAMES": "divergences.generators",
+    "Generator": "divergences.generators",
+    "get_generator": "divergences.generators",
+    "CUBO": "divergences.losses",
+    "CrossEntropy": "divergences.losses",
+    "DivergenceLoss": "divergences.losses",
+    "FDivergence": "divergences.losses",
+    "ForwardKL": "divergences.losses",
+    "JensenShannon": "divergences.losses",
+    "RenyiBound": "divergences.losses",
+    "ReverseKL": "divergences.losses",
+    "Wasserstein": "divergences.losses",
+    "get_loss": "divergences.losses",
+    "SampleTarget": "divergences.targets",
+    "FitResult": "inference.fit",
+    "FitSettings": "inference.fit",
+    "fit": "inference.fit",
     "compare_posteriors": "inference.comparison",
     "run_nuts": "inference.baselines",
     "run_hmc": "inference.baselines",
@@ -40,14 +41,21 @@ _LAZY = {
     "ApproximateSettings": "inference.approximation",
     "ApproximationWarning": "inference.approximation",
 }
+_moved.install(__name__)
 
 
 def __getattr__(name):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'pyrodiv' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [

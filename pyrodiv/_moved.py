@@ -11,6 +11,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import types
 
 #: Earlier module name (under ``pyrodiv.``) -> where it lives now.
 MOVED = {
@@ -51,7 +52,18 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         module.__spec__ = self._spec
 
 
-def install() -> None:
-    """Make the earlier names importable (idempotent)."""
+class _Package(types.ModuleType):
+    """The ``pyrodiv`` module: importing an earlier module name that is also a public name
+    (``import pyrodiv.fit``) leaves the public name (the function ``pyrodiv.fit``) in place."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and name in self.__dict__.get("_LAZY", ()):
+            return
+        super().__setattr__(name, value)
+
+
+def install(package: str = "pyrodiv") -> None:
+    """Make the earlier names importable (idempotent) without shadowing public names."""
     if not any(isinstance(f, _Alias) for f in sys.meta_path):
         sys.meta_path.append(_Alias())
+    sys.modules[package].__class__ = _Package
