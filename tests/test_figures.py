@@ -40,6 +40,9 @@ def test_marginals_one_panel_per_scalar_and_one_line_per_method(idatas, tmp_path
     # The reference is the thick black line, drawn first.
     assert visible[0].lines[0].get_color() == "black"
     assert visible[0].lines[0].get_linewidth() > visible[0].lines[1].get_linewidth()
+    # Every method differs from the others in colour and in dashes.
+    styles = [(line.get_color(), line.get_linestyle()) for line in visible[0].lines]
+    assert len({c for c, _ in styles}) == len({d for _, d in styles}) == 3
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["nuts (reference)", "reverse_kl", "forward_kl"]
     assert path.stat().st_size > 10_000

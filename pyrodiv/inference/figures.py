@@ -53,6 +53,7 @@ KHAT_THRESHOLDS = (0.5, 0.7)
 REFERENCE_COLOR = "black"
 _PALETTE = [f"C{i}" for i in range(10)]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+_DASHES = ["--", "-.", ":", (0, (5, 1, 1, 1, 1, 1))]
 
 
 def method_colors(methods: Sequence[str], reference: str | None = None) -> dict[str, str]:
@@ -170,7 +171,9 @@ def plot_marginals(
         for method, draws in present.items():
             is_ref = method == ref_name
             label = f"{method} (reference)" if is_ref else method
-            style = {"color": colors[method], "lw": 2.5 if is_ref else 1.4, "label": label}
+            style = {"color": colors[method], "lw": 2.5 if is_ref else 1.6, "label": label}
+            # Dashes as well as colours, so that neighbouring colours stay apart.
+            style["ls"] = "-" if is_ref else _DASHES[list(idatas).index(method) % len(_DASHES)]
             _kde_line(ax, draws, grid, **style)
         if ref_name in present and np.asarray(ax.lines[0].get_xdata()).size > 2:
             # A curve far narrower than the reference would flatten it: clip that one instead.
