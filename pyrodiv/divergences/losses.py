@@ -49,6 +49,7 @@ import warnings
 import torch
 
 from . import estimators, transport
+from .bound_watch import BoundWatch
 from .generators import GENERATOR_NAMES, Generator, get_generator
 from .loss_base import LOSS_OPTIONS, DivergenceLoss, Plan, TakesDraws
 from .traces import Order
@@ -279,8 +280,17 @@ class FDivergence(DivergenceLoss):
         return {**self.PLANS, "posterior": posterior}
 
 
+def _watched(loss, estimate, run):
+    """``estimate``, recorded by the loss's :class:`~.bound_watch.BoundWatch` at training
+    steps (with autograd on), which raises on a runaway."""
+    if loss.watch is not None and torch.is_grad_enabled():
+        elbo = (run.log_p - run.log_q).detach().mean()
+        loss.watch.update(float(estimate.value), float(elbo))
+    return estimate
+
+
 def _renyi(loss, run):
-    return estimators.renyi_bound(loss.alpha, run.log_p, run.log_q, run.score)
+    return _watched(loss, estimators.renyi_bound(loss.alpha, run.log_p, run.log_q, run.score), run)
 
 
 class RenyiBound(DivergenceLoss):
@@ -298,6 +308,10 @@ class RenyiBound(DivergenceLoss):
     :math:`\alpha = 1/2` is Hellinger's, :math:`\alpha = 2` the :math:`\chi^2` (CUBO) bound. The
     value is the log of a mean: biased by :math:`O(1/K)`. With :math:`\alpha = 1 - \beta` it is
     :math:`(1-\beta)/\beta` times the loss of ``pyro.infer.RenyiELBO(alpha=beta)``.
+
+    Above :math:`\alpha = 1` the estimate can run away (biased without bound when :math:`Q`
+    does not cover :math:`P`); a :class:`~pyrodiv.divergences.bound_watch.BoundWatch` stops
+    such a fit with a ``RuntimeError`` that says what to try.
 
     :param float alpha: the order, not 1 (use :class:`ForwardKL` there).
 
@@ -320,10 +334,13 @@ class RenyiBound(DivergenceLoss):
             )
         self.alpha = float(alpha)
         self.divergence = f"Renyi bound (alpha={self.alpha:g})"
+        # Above 1 the bound is at least alpha / (alpha - 1) log Z: its runaway can be seen.
+        factor = self.alpha / (self.alpha - 1)
+        self.watch = BoundWatch(self.divergence, factor) if self.alpha > 1 else None
 
 
 def _cubo(loss, run):
-    return estimators.cubo(loss.n, run.log_p, run.log_q, run.score)
+    return _watched(loss, estimators.cubo(loss.n, run.log_p, run.log_q, run.score), run)
 
 
 class CUBO(RenyiBound):
@@ -350,6 +367,7 @@ class CUBO(RenyiBound):
         super().__init__(n, **options)
         self.n = float(n)
         self.divergence = f"CUBO (n={self.n:g})"
+        self.watch = BoundWatch(self.divergence, 1.0)  # CUBO is at least log Z
 
 
 class CrossEntropy(TakesDraws):
