@@ -1,5 +1,7 @@
 r"""The one runner of Pyro programs: run a model and a guide over :math:`K` particles in an
-explicit :class:`Order`, and reduce the traces to per-particle log-densities.
+explicit :class:`~pyrodiv.divergences.trace_pair.Order`, and reduce the traces to per-particle
+log-densities (each particle's traces come from
+:func:`~pyrodiv.divergences.trace_pair.trace_pair`).
 
 Training (every loss), evaluation (:func:`pyrodiv.guide_to_inference_data`,
 :func:`pyrodiv.psis_khat`) and Wasserstein all call :class:`Runner`, so a diagnostic reads the
@@ -19,10 +21,13 @@ The runner owns, with one policy each:
 
 * **the particle plate**: Pyro's outer ``num_particles_vectorized`` plate, left of the
   model's plates, or a sequential loop;
-* **the nesting guess** (:func:`guess_max_plate_nesting`), from one run in the requested order;
-* **subsample pinning** (:class:`PinSubsamples`): given subsamples are reused, and with
-  ``pin=True`` the first subsample drawn is reused by every particle;
-* **the vectorization check**: the first vectorized run of a model and guide is compared
+* **the nesting guess** (:func:`~pyrodiv.divergences.trace_pair.guess_max_plate_nesting`),
+  from one run in the requested order;
+* **subsample pinning** (:class:`~pyrodiv.divergences.trace_pair.PinSubsamples`): given
+  subsamples are reused, and with ``pin=True`` the first subsample drawn is reused by every
+  particle;
+* **the vectorization check** (:mod:`pyrodiv.divergences.vectorization`): the first
+  vectorized run of a model and guide is compared
   with particles 0 and :math:`K-1` recomputed one at a time. A program that raises under the
   particle plate, or whose log-densities differ (``X @ w`` for a batched ``w``, ``.sum()``
   without a dim), runs sequentially from then on, with one ``RuntimeWarning``.
@@ -37,19 +42,14 @@ Example::
 
 from __future__ import annotations
 
-import enum
 import math
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer.autoguide import AutoGuide, AutoGuideList
-from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import prune_subsample_sites, site_is_subsample
-from pyro.util import check_model_guide_match, check_site_shape
+from pyro.poutine.util import site_is_subsample
 
 from .densities import (
     LogDensities,
@@ -58,193 +58,23 @@ from .densities import (
     log_densities,
     trace_log_density,
 )
-from .replay import DetachSamples, SetValues, is_guide_messenger, replay_guide_at
-from .site_checks import is_delta, mark_point_masses
+from .replay import DetachSamples
+from .site_checks import is_delta
+from .trace_pair import (
+    Order,
+    PinSubsamples,
+    Run,
+    guess_max_plate_nesting,
+    initialize_autoguide,
+    latent_rows,
+    observes,
+    param_values,
+    trace_pair,
+)
+from .vectorization import check_vectorized, warn_sequential
 
 #: The name of the vectorized particle plate (Pyro's own, so that autoguides recognise it).
 PARTICLE_PLATE = "num_particles_vectorized"
-
-
-class Order(enum.Enum):
-    """The order in which the model and the guide run, and where the draws come from."""
-
-    #: :math:`x \sim Q`, the model replayed at :math:`x` (Pyro's ``get_importance_trace``).
-    GUIDE_FIRST = "guide first"
-    #: The same, the draws detached as they are made: :math:`\log q_\theta(x)` at fixed x.
-    GUIDE_FIRST_DETACHED = "guide first, detached"
-    #: :math:`x \sim P` by running the model, the guide evaluated at :math:`x`.
-    MODEL_FIRST = "model first"
-    #: :math:`x` from given draws of :math:`P` (``draws=``), the guide evaluated at :math:`x`.
-    GIVEN_DRAWS = "given draws"
-    #: :math:`x \sim Q` with particle 0 replaced by a retained chain state (score climbing).
-    RETAINED = "retained particle"
-
-
-@dataclass
-class Run:
-    """The outcome of one :class:`Runner` call over all particles."""
-
-    log_p: torch.Tensor | None
-    log_q: torch.Tensor | None
-    score: torch.Tensor | None
-    latents: dict[str, torch.Tensor]
-    params: dict[str, torch.Tensor]
-    subsamples: dict[str, torch.Tensor]
-    traces: list = field(default_factory=list)
-    handlers: list = field(default_factory=list)
-    #: Guide sites drawn without a reparameterized sampler (draws-only guide runs).
-    not_reparameterized: list = field(default_factory=list)
-
-    @property
-    def densities(self) -> LogDensities:
-        return LogDensities(self.log_p, self.log_q, self.score)
-
-
-# ---- handlers ----------------------------------------------------------------------------
-
-
-class PinSubsamples(Messenger):
-    """Reuse plate subsamples: those in ``values``, and with ``reuse=True`` also the first
-    one drawn of each plate, for every later run under this handler. Records every subsample
-    in ``drawn``.
-
-    Example::
-
-        >>> pin = PinSubsamples(reuse=True)
-        >>> with pin:
-        ...     with pyro.plate("data", 100, subsample_size=5) as first:
-        ...         pass
-        ...     with pyro.plate("data", 100, subsample_size=5) as second:
-        ...         pass
-        >>> torch.equal(first, second)
-        True
-    """
-
-    def __init__(self, values: dict | None = None, reuse: bool = False):
-        super().__init__()
-        self.values = dict(values or {})
-        self.reuse = reuse
-        self.drawn: dict[str, torch.Tensor] = {}
-
-    def _pyro_sample(self, msg):
-        if site_is_subsample(msg) and msg["value"] is None and msg["name"] in self.values:
-            msg["value"] = self.values[msg["name"]]
-            msg["done"] = True
-
-    def _pyro_post_sample(self, msg):
-        if site_is_subsample(msg):
-            self.drawn.setdefault(msg["name"], msg["value"])
-            if self.reuse:
-                self.values.setdefault(msg["name"], msg["value"])
-
-
-# ---- one run (one particle, or one vectorized batch) -------------------------------------
-
-
-def _finish(model_trace, guide_trace, nesting):
-    if is_validation_enabled():
-        check_model_guide_match(model_trace, guide_trace, nesting)
-    model_trace = prune_subsample_sites(model_trace)
-    guide_trace = prune_subsample_sites(guide_trace)
-    model_trace.compute_log_prob()
-    guide_trace.compute_score_parts()
-    if is_validation_enabled():
-        for trace in (model_trace, guide_trace):
-            for site in trace.nodes.values():
-                if site["type"] == "sample":
-                    check_site_shape(site, nesting)
-    return model_trace, guide_trace
-
-
-def _traces(model, guide, args, kwargs, order: Order, nesting, handler, set_draws):
-    """One (model trace, guide trace) pair in ``order``; ``guide`` may be ``None`` for the
-    orders that run the model first (then only the model trace is returned, log-probs done).
-    ``handler`` is entered around the guide's draws (inside their detaching)."""
-    if order in (Order.MODEL_FIRST, Order.GIVEN_DRAWS):
-        if set_draws is not None:
-            model = set_draws(model)
-        model_trace = poutine.trace(model).get_trace(*args, **kwargs)
-        if guide is None:
-            model_trace = prune_subsample_sites(model_trace)
-            model_trace.compute_log_prob()
-            return model_trace, None
-        guide_trace = replay_guide_at(guide, model_trace, args, kwargs)
-    else:
-        detach = order is not Order.GUIDE_FIRST
-        with DetachSamples() if detach else Messenger(), handler or Messenger():
-            if is_guide_messenger(guide):  # it runs the model itself and records both traces
-                guide(*args, **kwargs)
-                model_trace, guide_trace = poutine.unwrap(guide).get_traces()
-            else:
-                guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        if not is_guide_messenger(guide):
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-                *args, **kwargs
-            )
-    model_trace, guide_trace = _finish(model_trace, guide_trace, nesting)
-    return model_trace, mark_point_masses(guide, guide_trace, model_trace)
-
-
-def _latent_rows(trace, rows: int) -> dict[str, torch.Tensor]:
-    """The latent values of a trace (no auxiliary, deterministic or subsample sites), each
-    flattened to ``(rows, -1)``: one row per particle."""
-    out = {}
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample" or site["is_observed"] or site["infer"].get("is_auxiliary"):
-            continue
-        if site["infer"].get("_deterministic") or site_is_subsample(site):
-            continue
-        value = site["value"]
-        if rows > 1:
-            value = value.expand(site["fn"].batch_shape + site["fn"].event_shape)
-        out[name] = value.reshape(rows, -1)
-    return out
-
-
-def _params(*traces) -> dict[str, torch.Tensor]:
-    out = {}
-    for trace in traces:
-        if trace is not None:
-            for name, site in trace.nodes.items():
-                if site["type"] == "param":
-                    out[name] = site["value"].unconstrained()
-    return out
-
-
-def guess_max_plate_nesting(*traces) -> int:
-    """The deepest vectorized plate of the sample sites of ``traces`` (0 without plates): the
-    one nesting guess of the package, read from one unvectorized run.
-
-    Example::
-
-        >>> def model():
-        ...     with pyro.plate("a", 2, dim=-2):
-        ...         pyro.sample("x", dist.Normal(0.0, 1.0))
-        >>> guess_max_plate_nesting(poutine.trace(model).get_trace())
-        2
-    """
-    dims = [
-        frame.dim
-        for trace in traces
-        if trace is not None
-        for site in trace.nodes.values()
-        if site["type"] == "sample"
-        for frame in site["cond_indep_stack"]
-        if frame.vectorized and frame.dim is not None
-    ]
-    return -min(dims) if dims else 0
-
-
-def initialize_autoguide(guide, args, kwargs):
-    """Run an autoguide that has not been run yet once (RNG-neutral, outside any trace), so
-    that it can be evaluated at the target's draws before its first SVI step."""
-    if guide is None:
-        return
-    parts = poutine.unwrap(guide)
-    parts = list(parts) if isinstance(parts, AutoGuideList) else [parts]
-    if any(isinstance(g, AutoGuide) and g.prototype_trace is None for g in parts):
-        with torch.random.fork_rng(), poutine.block():
-            guide(*args, **kwargs)
 
 
 # ---- the runner --------------------------------------------------------------------------
@@ -283,7 +113,7 @@ class Runner:
         key = (model, guide, order in (Order.MODEL_FIRST, Order.GIVEN_DRAWS))
         if key not in self._nesting:
             with torch.random.fork_rng(), poutine.block():
-                traces = _traces(model, guide, args, kwargs, order, math.inf, None, set_draws)
+                traces = trace_pair(model, guide, args, kwargs, order, math.inf, None, set_draws)
             self._nesting[key] = guess_max_plate_nesting(*traces)
         return self._nesting[key]
 
@@ -326,13 +156,13 @@ class Runner:
                 try:
                     run = call.vectorized(nesting)
                     if key not in self._checked and densities:
-                        self._check(call, nesting, run, dict(pinning.drawn))
+                        check_vectorized(call, nesting, run, dict(pinning.drawn))
                 except Exception as error:  # noqa: BLE001 - retried one particle at a time
                     if key in self._checked:
                         raise
                     run = call.sequential(nesting)  # a real error raises here again
                     self._sequential.add(key)
-                    _warn_sequential(model, error, self.num_particles)
+                    warn_sequential(model, error, self.num_particles)
                 else:
                     self._checked.add(key)
             if run is None:
@@ -341,53 +171,6 @@ class Runner:
         if not keep_traces:
             run.traces = []
         return run
-
-    def _check(self, call: _Call, nesting: int, run: Run, subsamples: dict):
-        """Recompute particles 0 and K-1 of a vectorized run one at a time; raise
-        :class:`NotVectorizable` if their log-densities differ."""
-        model, guide, args, kwargs = call.model, call.guide, call.args, call.kwargs
-        model_trace, guide_trace = run.traces[0]
-        with torch.no_grad(), torch.random.fork_rng(), poutine.block():
-            with PinSubsamples(subsamples):
-                proto_model, proto_guide = _traces(
-                    model,
-                    guide,
-                    args,
-                    kwargs,
-                    call.order,
-                    nesting,
-                    None,
-                    call.set_draws(1, 0, None),
-                )
-            for k in sorted({0, self.num_particles - 1}):
-                latents = {
-                    n: v[k].reshape(proto_model.nodes[n]["value"].shape)
-                    for n, v in run.latents.items()
-                }
-                with PinSubsamples(subsamples), SetValues(latents):
-                    single = poutine.trace(model).get_trace(*args, **kwargs)
-                single = prune_subsample_sites(single)
-                single.compute_log_prob()
-                pairs = [("log p", run.log_p[k], trace_log_density(single, None))]
-                if guide_trace is not None and not is_guide_messenger(guide):
-                    if call.order in (Order.MODEL_FIRST, Order.GIVEN_DRAWS):
-                        single_q = replay_guide_at(guide, single, args, kwargs)
-                    else:
-                        values = _guide_values(guide_trace, proto_guide, k, -nesting - 1)
-                        with PinSubsamples(subsamples), SetValues(values):
-                            single_q = poutine.trace(guide).get_trace(*args, **kwargs)
-                    single_q = prune_subsample_sites(single_q)
-                    single_q.compute_log_prob()
-                    pairs.append(("log q", run.log_q[k], trace_log_density(single_q, None)))
-                for label, a, b in pairs:
-                    a, b = a.detach(), b.detach()
-                    tol = math.sqrt(torch.finfo(a.dtype).eps)
-                    scale = max(1.0, float(b.abs())) if torch.isfinite(b) else 1.0
-                    if not torch.allclose(a, b, rtol=tol, atol=tol * scale, equal_nan=True):
-                        raise NotVectorizable(
-                            f"{label} of particle {k} differs between the vectorized and "
-                            f"one-particle runs ({float(a):.6g} vs {float(b):.6g})"
-                        )
 
 
 @dataclass
@@ -434,7 +217,7 @@ class _Call:
                 program = set_draws(model) if set_draws is not None else model
                 with DetachSamples():
                     trace = poutine.trace(program).get_trace(*args, **kwargs)
-                return Run(None, None, None, _latent_rows(trace, rows), {}, {}, [(trace, None)])
+                return Run(None, None, None, latent_rows(trace, rows), {}, {}, [(trace, None)])
             detach = self.order is not Order.GUIDE_FIRST
             with DetachSamples() if detach else Messenger():
                 trace = poutine.trace(guide).get_trace(*args, **kwargs)
@@ -446,9 +229,11 @@ class _Call:
                 and not site_is_subsample(site)
                 and not (site["fn"].has_rsample or is_delta(site["fn"]))
             ]
-            latents = _latent_rows(trace, rows)
-            return Run(None, None, None, latents, _params(trace), {}, [(None, trace)], [], rough)
-        model_trace, guide_trace = _traces(
+            latents = latent_rows(trace, rows)
+            return Run(
+                None, None, None, latents, param_values(trace), {}, [(None, trace)], [], rough
+            )
+        model_trace, guide_trace = trace_pair(
             model,
             guide,
             args,
@@ -467,31 +252,23 @@ class _Call:
             lp,
             lq,
             score,
-            _latent_rows(model_trace, rows),
-            _params(model_trace, guide_trace),
+            latent_rows(model_trace, rows),
+            param_values(model_trace, guide_trace),
             {},
             [(model_trace, guide_trace)],
             [handler] if handler is not None else [],
         )
 
 
-def _guide_values(guide_trace, proto_guide, k: int, dim: int) -> dict:
-    """Particle ``k``'s values of the guide's random (non-Delta) sample sites, shaped as in
-    the one-particle ``proto_guide``."""
-    values = {}
-    for name, site in guide_trace.nodes.items():
-        if site["type"] != "sample" or is_delta(site["fn"]) or site_is_subsample(site):
-            continue
-        value = site["value"]
-        axis = value.dim() - site["fn"].event_dim + dim
-        if axis >= 0 and value.shape[axis] > 1:
-            value = value.select(axis, k)
-        values[name] = value.detach().reshape(proto_guide.nodes[name]["value"].shape)
-    return values
-
-
 def _stack(parts: list[Run]) -> Run:
     """Join sequential particles (scalars) into one :class:`Run`."""
+    if len(parts) == 1:  # one particle: no copies
+        (run,) = parts
+        run.log_p, run.log_q, run.score = (
+            None if v is None else v.unsqueeze(0) for v in (run.log_p, run.log_q, run.score)
+        )
+        run.not_reparameterized = sorted(set(run.not_reparameterized))
+        return run
 
     def stack(name):
         values = [getattr(p, name) for p in parts]
@@ -517,19 +294,6 @@ def _stack(parts: list[Run]) -> Run:
     )
 
 
-def _warn_sequential(model, error: Exception, num_particles: int) -> None:
-    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    name = getattr(model, "__name__", type(model).__name__)
-    warnings.warn(
-        f"{name} (or its guide) does not vectorize over particles ({reason}); running the "
-        f"{num_particles} particles one at a time from now on, which is slower. Write it to "
-        "broadcast over a batch dimension on the left of its plates (for example "
-        "(X * w).sum(-1), not X @ w; z[..., 0], not z[..., 0:1]).",
-        RuntimeWarning,
-        stacklevel=4,
-    )
-
-
 __all__ = [
     "LogDensities",
     "NotVectorizable",
@@ -543,17 +307,3 @@ __all__ = [
     "log_densities",
     "observes",
 ]
-
-
-def observes(model, args, kwargs) -> bool:
-    """Whether one run of ``model`` has an observed site or a ``pyro.factor`` (a posterior
-    target), read without moving the random state; ``pyro.deterministic`` sites do not
-    count."""
-    with torch.random.fork_rng(), poutine.block():
-        trace = poutine.trace(model).get_trace(*args, **kwargs)
-    return any(
-        site["type"] == "sample"
-        and site["is_observed"]
-        and not site["infer"].get("_deterministic")
-        for site in trace.nodes.values()
-    )
