@@ -148,3 +148,29 @@ def test_the_watch_ignores_noise_and_needs_patience():
     renyi = BoundWatch("Renyi bound (alpha=2)", factor=2.0, patience=1, decay=0.0)
     with pytest.raises(BoundRunaway):
         renyi.update(bound=-25.0, elbo=-10.0)
+
+
+def test_pearson_far_from_a_sharp_posterior_stops_instead_of_walking_away():
+    # 20,000 observations y ~ N(2, 1): the posterior of mu has sd 0.007. Q = N(1.5, 0.01)
+    # starts 70 posterior sds off, with log-weights of order 1e4. Pearson's posterior
+    # objective (its Renyi bound of order 2) then walks away from the posterior (loc 1.5 ->
+    # 0.1 by step 110 at seeds 0, 1 and 2, and on); the watch stops it at step 111-113.
+    pyro.set_rng_seed(0)
+    y = 2.0 + torch.randn(20_000)
+
+    def sharp(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    def start(y):
+        loc = pyro.param("loc", torch.tensor(1.5))
+        scale = pyro.param("scale", torch.tensor(0.01), constraint=dist.constraints.positive)
+        pyro.sample("mu", dist.Normal(loc, scale))
+
+    loss = pyrodiv.get_loss("pearson", num_particles=16, vectorize_particles=True)
+    svi = pyro.infer.SVI(sharp, start, pyro.optim.Adam({"lr": 0.01}), loss=loss)
+    with pytest.raises(RuntimeError, match=r"f-divergence pearson .*Start Q wider than P"):
+        for _ in range(600):
+            svi.step(y)
+    assert float(pyro.param("loc").detach()) > 0.0  # stopped early, not at -3

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["BoundRunaway", "BoundWatch"]
+import torch
+
+__all__ = ["BoundRunaway", "BoundWatch", "watched"]
 
 
 class BoundRunaway(RuntimeError):
@@ -80,3 +82,13 @@ class BoundWatch:
                 "larger initial scale, or from a ForwardKL fit), or use ForwardKL, "
                 "JensenShannon or a RenyiBound with alpha < 1; more particles help little."
             )
+
+
+def watched(watch: BoundWatch | None, estimate, run):
+    """``estimate`` (a bound's :class:`~pyrodiv.divergences.estimators.Estimate`), first
+    recorded by ``watch`` with the ELBO of the same particles, :math:`\frac1K\\sum_k(\\log
+    p_k - \\log q_k)`, at training steps (autograd on); ``watch`` may be ``None``."""
+    if watch is not None and torch.is_grad_enabled():
+        elbo = (run.log_p - run.log_q).detach().mean()
+        watch.update(float(estimate.value), float(elbo))
+    return estimate

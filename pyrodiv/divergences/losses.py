@@ -49,7 +49,8 @@ import warnings
 import torch
 
 from . import estimators, transport
-from .bound_watch import BoundWatch
+from .bound_watch import BoundWatch, watched
+from .bounds import CUBO, RenyiBound
 from .generators import GENERATOR_NAMES, Generator, get_generator
 from .loss_base import LOSS_OPTIONS, DivergenceLoss, Plan, TakesDraws
 from .traces import Order
@@ -225,8 +226,9 @@ def _power_reverse(loss, run):  # alpha = 0: the ELBO
 
 def _power_renyi(loss, run):  # the scaled Renyi bound
     alpha = loss.generator.power
-    bound = estimators.renyi_bound(alpha, run.log_p, run.log_q, run.score).surrogate
-    return _report(loss.generator, run, bound / alpha)
+    bound = estimators.renyi_bound(alpha, run.log_p, run.log_q, run.score)
+    bound = watched(loss.watch, bound, run)
+    return _report(loss.generator, run, bound.surrogate / alpha)
 
 
 class FDivergence(DivergenceLoss):
@@ -262,6 +264,12 @@ class FDivergence(DivergenceLoss):
         super().__init__(**options)
         self.generator: Generator = get_generator(f, **params)
         self.divergence = f"f-divergence {self.generator.name}"
+        power = self.generator.power
+        # Above order 1 the posterior objective is a Renyi bound, which can run away.
+        self.watch = None
+        if power is not None and power > 1:
+            name = f"{self.divergence} (its Renyi bound of order {power:g})"
+            self.watch = BoundWatch(name, power / (power - 1))
 
     PLANS = {
         "prior": Plan(Order.GUIDE_FIRST, _q_draws_f(lambda loss: loss.generator)),
@@ -278,96 +286,6 @@ class FDivergence(DivergenceLoss):
             return self.PLANS
         posterior = self.POWER_PLANS.get(power, Plan(Order.GUIDE_FIRST, _power_renyi))
         return {**self.PLANS, "posterior": posterior}
-
-
-def _watched(loss, estimate, run):
-    """``estimate``, recorded by the loss's :class:`~.bound_watch.BoundWatch` at training
-    steps (with autograd on), which raises on a runaway."""
-    if loss.watch is not None and torch.is_grad_enabled():
-        elbo = (run.log_p - run.log_q).detach().mean()
-        loss.watch.update(float(estimate.value), float(elbo))
-    return estimate
-
-
-def _renyi(loss, run):
-    return _watched(loss, estimators.renyi_bound(loss.alpha, run.log_p, run.log_q, run.score), run)
-
-
-class RenyiBound(DivergenceLoss):
-    r"""The Renyi divergence bound of order :math:`\alpha \ne 1` (Li and Turner 2016),
-
-    .. math::
-
-        R_\alpha = \frac{1}{\alpha - 1}\log\frac1K\sum_k \left(\frac{\tilde p(x_k)}{q(x_k)}
-        \right)^{\alpha} \approx D^R_\alpha(P\|Q) + \frac{\alpha}{\alpha - 1}\log Z,
-        \qquad x_k \sim Q,
-
-    minimized over :math:`Q` (:func:`~pyrodiv.divergences.estimators.renyi_bound`). Its minimizer
-    is that
-    of :math:`D^R_\alpha`, whatever :math:`Z`: :math:`\alpha \to 0` approaches the ELBO,
-    :math:`\alpha = 1/2` is Hellinger's, :math:`\alpha = 2` the :math:`\chi^2` (CUBO) bound. The
-    value is the log of a mean: biased by :math:`O(1/K)`. With :math:`\alpha = 1 - \beta` it is
-    :math:`(1-\beta)/\beta` times the loss of ``pyro.infer.RenyiELBO(alpha=beta)``.
-
-    Above :math:`\alpha = 1` the estimate can run away (biased without bound when :math:`Q`
-    does not cover :math:`P`); a :class:`~pyrodiv.divergences.bound_watch.BoundWatch` stops
-    such a fit with a ``RuntimeError`` that says what to try.
-
-    :param float alpha: the order, not 1 (use :class:`ForwardKL` there).
-
-    Example::
-
-        >>> loss = RenyiBound(alpha=0.5, num_particles=64, vectorize_particles=True)
-    """
-
-    PLANS = {
-        "prior": Plan(Order.GUIDE_FIRST, _renyi),
-        "posterior": Plan(Order.GUIDE_FIRST, _renyi),
-    }
-
-    def __init__(self, alpha=0.5, **options):
-        super().__init__(**options)
-        if not isinstance(alpha, int | float) or isinstance(alpha, bool) or alpha == 1.0:
-            raise ValueError(
-                f"RenyiBound: alpha must be a number other than 1 (the inclusive KL: use "
-                f"ForwardKL), got {alpha!r}"
-            )
-        self.alpha = float(alpha)
-        self.divergence = f"Renyi bound (alpha={self.alpha:g})"
-        # Above 1 the bound is at least alpha / (alpha - 1) log Z: its runaway can be seen.
-        factor = self.alpha / (self.alpha - 1)
-        self.watch = BoundWatch(self.divergence, factor) if self.alpha > 1 else None
-
-
-def _cubo(loss, run):
-    return _watched(loss, estimators.cubo(loss.n, run.log_p, run.log_q, run.score), run)
-
-
-class CUBO(RenyiBound):
-    r"""The :math:`\chi` upper bound :math:`\mathrm{CUBO}_n = \frac1n\log\frac1K\sum_k
-    (\tilde p(x_k)/q(x_k))^n \ge \log Z` (Dieng et al. 2017), :math:`x_k\sim Q`, minimized over
-    :math:`Q` (:func:`~pyrodiv.divergences.estimators.cubo`). It equals :math:`\frac{n-1}{n} R_n`,
-    so its
-    minimizer is that of the :math:`\chi^n` divergence (:math:`n = 2`: Pearson). Mass-covering;
-    the log of a mean, biased low by :math:`O(1/K)`, and its gradient has high variance when
-    :math:`Q` is narrower than :math:`P`.
-
-    :param float n: the order, greater than 1.
-
-    Example::
-
-        >>> loss = CUBO(n=2, num_particles=64, vectorize_particles=True)
-    """
-
-    PLANS = {kind: Plan(Order.GUIDE_FIRST, _cubo) for kind in ("prior", "posterior")}
-
-    def __init__(self, n=2.0, **options):
-        if not isinstance(n, int | float) or isinstance(n, bool) or not n > 1.0:
-            raise ValueError(f"CUBO: n must be a number greater than 1, got {n!r}")
-        super().__init__(n, **options)
-        self.n = float(n)
-        self.divergence = f"CUBO (n={self.n:g})"
-        self.watch = BoundWatch(self.divergence, 1.0)  # CUBO is at least log Z
 
 
 class CrossEntropy(TakesDraws):
