@@ -6,6 +6,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
+import pyrodiv
 from pyrodiv import GENERATOR_NAMES, get_generator
 from pyrodiv.divergences.quadrature import divergence
 
@@ -128,3 +129,31 @@ def test_optimal_normal_refuses_a_start_where_the_quadrature_overflows():
     # forms 0 * inf in Q's far tail on the grid.
     with pytest.raises(ValueError, match="not finite"):
         optimal_normal("pearson", normal_log_prob(7.0, 1.4**0.5), start=(1.0, 1.0))
+
+
+@pytest.mark.parametrize(
+    "f, message",
+    [
+        (lambda logu: torch.zeros_like(logu), "affine in t"),  # D_f = 0: trains nothing
+        (lambda logu: 3.0 * torch.expm1(logu), "affine in t"),
+        (lambda logu: torch.expm1(logu) ** 2 + 1.0, r"f\(1\) must be 0"),
+        (lambda logu: -(torch.expm1(logu) ** 2), "not convex in t"),
+        (lambda logu: torch.log(logu), "not finite at t = 0.05"),  # NaN below t = 1
+        (lambda logu: float(logu.sum()), "must return a tensor of logu's shape"),
+        (lambda logu: logu.sum(), "must return a tensor of logu's shape"),
+        (lambda logu: 1 / 0, "raised ZeroDivisionError"),
+    ],
+)
+def test_a_user_generator_is_checked_where_it_is_given(f, message):
+    with pytest.raises(ValueError, match=f"generator <lambda>: .*{message}"):
+        get_generator(f)
+    with pytest.raises(ValueError, match=message):
+        pyrodiv.FDivergence(f)
+
+
+@pytest.mark.parametrize("alpha", ["x", float("nan"), float("inf"), True, None])
+def test_generator_parameters_are_named(alpha):
+    with pytest.raises(ValueError, match="generator amari_alpha: alpha must be a finite real"):
+        pyrodiv.FDivergence("amari_alpha", alpha=alpha)
+    with pytest.raises(ValueError, match="generator t_power: power must be a finite real"):
+        get_generator("t_power", power=alpha)

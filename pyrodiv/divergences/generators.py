@@ -160,6 +160,15 @@ def arithmetic_geometric(logu):
     return torch.exp(F.softplus(logu)) * (half_abs + F.softplus(-2.0 * half_abs) - LOG2)
 
 
+def _real(value, generator: str, name: str) -> float:
+    """``value`` as a finite float, else a ``ValueError`` naming the generator's parameter."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(
+            f"generator {generator}: {name} must be a finite real number, got {value!r}"
+        )
+    return float(value)
+
+
 def amari_alpha(alpha: float = 0.5):
     r"""Amari's alpha divergence, :math:`f(t) = \dfrac{t^\alpha - 1}{\alpha(\alpha - 1)}`.
 
@@ -173,7 +182,7 @@ def amari_alpha(alpha: float = 0.5):
         >>> float(g(torch.tensor(math.log(3.0))))  # (9 - 1) / 2
         4.0
     """
-    alpha = float(alpha)
+    alpha = _real(alpha, "amari_alpha", "alpha")
     if alpha == 1.0:
         return Generator("amari_alpha", "t log t (alpha = 1)", kl_forward, 1.0, {"alpha": alpha})
     if alpha == 0.0:
@@ -200,7 +209,7 @@ def t_power(power: float = 2.0):
         >>> float(g(torch.tensor(math.log(3.0))))  # 3^2 - 1
         8.0
     """
-    power = float(power)
+    power = _real(power, "t_power", "power")
     if power in (0.0, 1.0):
         raise ValueError(f"t_power: power={power} gives f = 0; use 0 < power < 1 or power > 1")
     sign = -1.0 if 0.0 < power < 1.0 else 1.0
@@ -272,5 +281,55 @@ def get_generator(f, **params) -> Generator:
         if params:
             raise TypeError(f"parameters {sorted(params)} given with a callable generator")
         name = getattr(f, "__name__", type(f).__name__)
+        check_generator(f, name)
         return Generator(name, f"user-supplied {name}(logu)", f)
     raise TypeError(f"f must be a generator name or a callable f(logu), got {type(f).__name__}")
+
+
+def check_generator(f, name: str) -> None:
+    r"""Check a user-supplied ``f(logu)`` on a grid of :math:`t = e^{\log u}` in
+    :math:`[0.05, 5]` (float64): finite values of the input's shape, :math:`f(1) = 0`, convex
+    (second differences on an even grid of :math:`t` at least :math:`-10^{-6}` of the
+    values' scale) and not affine (an affine :math:`f` gives :math:`D_f \equiv 0`, which
+    trains nothing). ``ValueError`` naming ``name`` and what failed.
+
+    Example::
+
+        >>> check_generator(lambda logu: torch.expm1(logu) ** 2, "pearson-like")
+        >>> check_generator(lambda logu: torch.zeros_like(logu), "zero")
+        Traceback (most recent call last):
+        ...
+        ValueError: generator zero: f is affine in t, so D_f(P||Q) is 0 for every Q ...
+    """
+    t = torch.linspace(0.05, 5.0, 100, dtype=torch.float64)
+    one = torch.zeros(1, dtype=torch.float64)
+    try:
+        values, at_one = f(t.log()), f(one)
+    except Exception as error:  # noqa: BLE001 - named below, whatever the callable raised
+        raise ValueError(
+            f"generator {name}: f(logu) raised {type(error).__name__}: {error}"
+        ) from error
+    for what, value, shape in (("values", values, t.shape), ("f(1)", at_one, one.shape)):
+        if not isinstance(value, torch.Tensor) or value.shape != shape:
+            raise ValueError(
+                f"generator {name}: f(logu) must return a tensor of logu's shape (elementwise); "
+                f"got {type(value).__name__} {getattr(value, 'shape', '')} for its {what}"
+            )
+    if not torch.isfinite(values).all():
+        bad = float(t[~torch.isfinite(values)][0])
+        raise ValueError(f"generator {name}: f is not finite at t = {bad:.3g} (logu = log t)")
+    scale = 1.0 + float(values.abs().max())
+    if abs(float(at_one)) > 1e-6 * scale:
+        raise ValueError(
+            f"generator {name}: f(1) must be 0 (an f-divergence of P with itself), got "
+            f"{float(at_one):.6g}; subtract it"
+        )
+    second = values[2:] - 2 * values[1:-1] + values[:-2]
+    if float(second.min()) < -1e-6 * scale:
+        bad = float(t[1:-1][second.argmin()])
+        raise ValueError(f"generator {name}: f is not convex in t (near t = {bad:.3g})")
+    if float(second.abs().max()) <= 1e-9 * scale:
+        raise ValueError(
+            f"generator {name}: f is affine in t, so D_f(P||Q) is 0 for every Q and trains "
+            "nothing; give a strictly convex f"
+        )
