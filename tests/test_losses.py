@@ -283,3 +283,48 @@ def test_a_non_finite_gradient_is_refused_by_name_and_no_step_is_taken():
     with pytest.raises(ValueError, match=r"gradient of parameter\(s\) \['loc'\] is NaN or inf"):
         svi.step()
     assert float(pyro.param("loc")) == 0.0 and pyro.param("loc").unconstrained().grad is None
+
+
+def test_forward_kl_with_draws_says_its_value_is_a_cross_entropy():
+    draws = {"x": torch.randn(50, dtype=torch.float64)}
+    assert "cross-entropy" in pyrodiv.ForwardKL(draws=draws).divergence
+    assert pyrodiv.ForwardKL().divergence == "forward KL"
+
+
+def test_score_climbing_on_a_prior_target_says_it_is_not_used():
+    def prior():
+        pyro.sample("x", dist.Normal(1.0, 2.0))
+
+    def normal(loc=0.0):
+        pyro.sample("x", dist.Normal(pyro.param("loc", torch.tensor(loc)), 1.0))
+
+    loss = pyrodiv.ForwardKL(num_particles=4, estimator="msc")
+    with pytest.warns(UserWarning, match="estimator='msc' applies to posterior targets"):
+        loss.loss(prior, normal)
+    # The value is the prior target's own unbiased estimate: KL(N(1, 4) || N(0, 1)) in
+    # closed form is log(1/2) + (4 + 1) / 2 - 1/2 = 1.307; 4000 particles give a standard
+    # error of about 0.05 (the per-draw sd of log p - log q is about 3).
+    pyro.set_rng_seed(0)
+    value = pyrodiv.ForwardKL(num_particles=4000, vectorize_particles=True).loss(prior, normal)
+    assert abs(value - (math.log(0.5) + 2.0)) < 0.25
+
+
+@pytest.mark.parametrize(
+    "name, ceiling",
+    [("jensen_shannon", math.log(2)), ("squared_hellinger", 1.0), ("total_variation", 0.5)],
+)
+def test_a_saturated_divergence_says_so(name, ceiling):
+    # P = N(0, 1), Q = N(60, 1): every density ratio underflows, the bounded divergences sit at
+    # their ceiling (log 2, 1, 1/2) with a gradient of exactly 0, and Q would never move.
+    def prior():
+        pyro.sample("x", dist.Normal(0.0, 1.0))
+
+    def far():
+        pyro.sample("x", dist.Normal(pyro.param("loc", torch.tensor(60.0)), 1.0))
+
+    loss = pyrodiv.get_loss(name, num_particles=16, vectorize_particles=True)
+    svi = pyro.infer.SVI(prior, far, pyro.optim.Adam({"lr": 0.05}), loss=loss)
+    with pytest.warns(RuntimeWarning, match=r"gradient has been exactly 0 for 10 steps"):
+        values = [svi.step() for _ in range(10)]
+    assert values[-1] == pytest.approx(ceiling, rel=1e-12)
+    assert float(pyro.param("loc").detach()) == 60.0

@@ -20,6 +20,7 @@ Example (a new divergence: one estimator, one table entry)::
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -118,6 +119,7 @@ class DivergenceLoss(ELBO):
         self.chain = Chain()
         self._params = {}
         self._kinds = {}
+        self._zero_gradient_steps = 0  # consecutive steps with a gradient of exactly 0
 
     # ---- the table and what follows from it ----------------------------------------------
 
@@ -272,12 +274,29 @@ class DivergenceLoss(ELBO):
         est = self.estimate(model, guide, *args, **kwargs)
         if est.surrogate.requires_grad:
             est.surrogate.backward(retain_graph=self.retain_graph)
-            self._check_gradients()
+            self._check_gradients(float(est.value))
         return float(est.value)
 
-    def _check_gradients(self):
+    #: Consecutive steps with a gradient of exactly 0 after which a fit is called saturated.
+    SATURATED_STEPS = 10
+
+    def _check_gradients(self, value: float):
         named = [(name, p) for name, p in self._params.items() if p.grad is not None]
         norms = torch._foreach_norm([p.grad for _, p in named]) if named else []
+        if named and all(float(n) == 0.0 for n in norms):
+            self._zero_gradient_steps += 1
+            if self._zero_gradient_steps == self.SATURATED_STEPS:
+                warnings.warn(
+                    f"{self.divergence}: the gradient has been exactly 0 for "
+                    f"{self.SATURATED_STEPS} steps (value {value:.6g}): the divergence is "
+                    "saturated, P and Q so far apart that every density ratio is past where "
+                    "f changes, and Q will not move. Start Q nearer P or wider "
+                    "(pyrodiv.approximate does), or fit ForwardKL or ReverseKL first",
+                    RuntimeWarning,
+                    stacklevel=4,  # the caller of SVI.step
+                )
+        else:
+            self._zero_gradient_steps = 0
         if not named or torch.isfinite(torch.stack(norms)).all():
             return
         bad = [name for name, p in named if not torch.isfinite(p.grad).all()]

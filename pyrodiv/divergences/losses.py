@@ -157,9 +157,24 @@ class ForwardKL(TakesDraws):
                 f"ForwardKL: estimator must be one of {self.ESTIMATORS}, got {estimator!r}"
             )
         self.estimator = estimator
+        if self.draws is not None:  # the value is H(P, Q), not the KL: say so
+            self.divergence = "forward KL (valued as the cross-entropy -E_P[log q] at the draws)"
+        self._msc_ignored_told = False
 
     def plans(self):
         return self.MSC_PLANS if self.estimator == "msc" else self.PLANS
+
+    def check_target(self, model, args, kwargs) -> str:
+        kind = super().check_target(model, args, kwargs)
+        if self.estimator == "msc" and kind != "posterior" and not self._msc_ignored_told:
+            self._msc_ignored_told = True
+            warnings.warn(
+                f"ForwardKL: estimator='msc' applies to posterior targets; on this {kind} "
+                "target the draws of P are used directly (unbiased), with no Markov chain",
+                UserWarning,
+                stacklevel=4,
+            )
+        return kind
 
     def reset_state(self):
         """Forget the Markov chain state of ``estimator="msc"``."""
