@@ -31,3 +31,8 @@ def test_importing_an_earlier_module_name_keeps_the_public_function():
         " pyrodiv.losses.ForwardKL is pyrodiv.ForwardKL)"
     )
     assert out == "True function True"
+
+
+def test_the_command_line_parses_without_torch():
+    out = _run("import sys, pyrodiv.cli; print('torch' in sys.modules)")
+    assert out == "False"
