@@ -28,7 +28,7 @@ __all__ = ["comparison_markdown", "summary_markdown", "write_comparison"]
 
 
 def summary_markdown(summary: pd.DataFrame) -> str:
-    """A :func:`~pyrodiv.zoo.comparison.summarize_by_method` table as Markdown, numbers rounded for reading.
+    """A :func:`~pyrodiv.zoo.comparison.summarize_by_method` table as Markdown, rounded to read.
 
     One row per method (and model, when the table has that column): errors max and median,
     the sd ratio as min / median / max, W1 max and median, k-hat ("n/a" for MCMC and stored
