@@ -85,9 +85,10 @@ class BoundWatch:
 
 
 def watched(watch: BoundWatch | None, estimate, run):
-    """``estimate`` (a bound's :class:`~pyrodiv.divergences.estimators.Estimate`), first
-    recorded by ``watch`` with the ELBO of the same particles, :math:`\frac1K\\sum_k(\\log
-    p_k - \\log q_k)`, at training steps (autograd on); ``watch`` may be ``None``."""
+    r"""``estimate`` (a bound's :class:`~pyrodiv.divergences.estimators.Estimate`), first
+    recorded by ``watch`` with the ELBO of the same particles,
+    :math:`\frac1K\sum_k(\log p_k - \log q_k)`, at training steps (autograd on); ``watch``
+    may be ``None``."""
     if watch is not None and torch.is_grad_enabled():
         elbo = (run.log_p - run.log_q).detach().mean()
         watch.update(float(estimate.value), float(elbo))

@@ -61,7 +61,7 @@ class Order(enum.Enum):
 
 @dataclass
 class Run:
-    """The outcome of one :class:`Runner` call over all particles."""
+    """The outcome of one :class:`~pyrodiv.divergences.traces.Runner` call over all particles."""
 
     log_p: torch.Tensor | None
     log_q: torch.Tensor | None

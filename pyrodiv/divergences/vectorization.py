@@ -5,7 +5,7 @@ be wrong there (``X @ w`` for a batched ``w``, ``.sum()`` without a dim). The fi
 run of each model and guide is therefore compared with particles :math:`0` and :math:`K-1`
 recomputed one at a time (:func:`check_vectorized`): their :math:`\log p` and
 :math:`\log q` must agree to :math:`\sqrt{\epsilon}` of the dtype. A program that fails runs
-one particle at a time from then on, with one warning (:func:`warn_sequential`).
+one particle at a time from then on, with one warning (:func:`~pyrodiv.divergences.vectorization.warn_sequential`).
 
 Example::
 
@@ -95,6 +95,8 @@ def _guide_values(guide_trace, proto_guide, k: int, dim: int) -> dict:
 
 
 def warn_sequential(model, error: Exception, num_particles: int) -> None:
+    """Warn once that ``model`` runs its ``num_particles`` one at a time from now on, with the
+    first line of ``error`` (what differed) and how to write the model so it broadcasts."""
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
     name = getattr(model, "__name__", type(model).__name__)
     warnings.warn(
