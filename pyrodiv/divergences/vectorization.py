@@ -24,6 +24,7 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from .densities import NotVectorizable, trace_log_density
 from .replay import SetValues, is_guide_messenger, replay_guide_at
 from .site_checks import is_delta
+from .targets import is_sample_target
 from .trace_pair import Order, PinSubsamples, Run, trace_pair
 
 __all__ = ["check_vectorized", "warn_sequential"]
@@ -33,7 +34,9 @@ def check_vectorized(call, nesting: int, run: Run, subsamples: dict) -> None:
     """Recompute particles 0 and K-1 of a vectorized ``run`` one at a time; raise
     :class:`~pyrodiv.divergences.densities.NotVectorizable` if their log-densities differ.
 
-    ``call`` is the runner's call (its programs, arguments, order and particle count)."""
+    ``call`` is the runner's call (its programs, arguments, order and particle count). The
+    model's log-density is not compared for a
+    :class:`~pyrodiv.divergences.targets.SampleTarget`, whose ``log p`` is not a density."""
     model, guide, args, kwargs = call.model, call.guide, call.args, call.kwargs
     model_trace, guide_trace = run.traces[0]
     with torch.no_grad(), torch.random.fork_rng(), poutine.block():
@@ -57,7 +60,10 @@ def check_vectorized(call, nesting: int, run: Run, subsamples: dict) -> None:
                 single = poutine.trace(model).get_trace(*args, **kwargs)
             single = prune_subsample_sites(single)
             single.compute_log_prob()
-            pairs = [("log p", run.log_p[k], trace_log_density(single, None))]
+            # a SampleTarget's log p is not a density (its row is drawn afresh on each run)
+            pairs = []
+            if not is_sample_target(model):
+                pairs.append(("log p", run.log_p[k], trace_log_density(single, None)))
             if guide_trace is not None and not is_guide_messenger(guide):
                 if call.order in (Order.MODEL_FIRST, Order.GIVEN_DRAWS):
                     single_q = replay_guide_at(guide, single, args, kwargs)
