@@ -45,7 +45,8 @@ class RenyiBound(DivergenceLoss):
     does not cover :math:`P`); a :class:`~pyrodiv.divergences.bound_watch.BoundWatch` stops
     such a fit with a ``RuntimeError`` that says what to try.
 
-    :param float alpha: the order, not 1 (use :class:`~pyrodiv.divergences.losses.ForwardKL` there).
+    :param float alpha: the order, not 1 (use
+        :class:`~pyrodiv.divergences.losses.ForwardKL` there).
 
     Example::
 

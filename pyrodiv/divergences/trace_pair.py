@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import enum
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -150,7 +151,7 @@ def trace_pair(model, guide, args, kwargs, order: Order, nesting, handler, set_d
         guide_trace = replay_guide_at(guide, model_trace, args, kwargs)
     else:
         detach = order is not Order.GUIDE_FIRST
-        with DetachSamples() if detach else Messenger(), handler or Messenger():
+        with DetachSamples() if detach else nullcontext(), handler or nullcontext():
             if is_guide_messenger(guide):  # it runs the model itself and records both traces
                 guide(*args, **kwargs)
                 model_trace, guide_trace = poutine.unwrap(guide).get_traces()

@@ -43,12 +43,12 @@ Example::
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import pyro
 import torch
 from pyro import poutine
-from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from .densities import (
@@ -219,7 +219,7 @@ class _Call:
                     trace = poutine.trace(program).get_trace(*args, **kwargs)
                 return Run(None, None, None, latent_rows(trace, rows), {}, {}, [(trace, None)])
             detach = self.order is not Order.GUIDE_FIRST
-            with DetachSamples() if detach else Messenger():
+            with DetachSamples() if detach else nullcontext():
                 trace = poutine.trace(guide).get_trace(*args, **kwargs)
             rough = [
                 name

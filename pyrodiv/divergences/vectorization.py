@@ -5,7 +5,8 @@ be wrong there (``X @ w`` for a batched ``w``, ``.sum()`` without a dim). The fi
 run of each model and guide is therefore compared with particles :math:`0` and :math:`K-1`
 recomputed one at a time (:func:`check_vectorized`): their :math:`\log p` and
 :math:`\log q` must agree to :math:`\sqrt{\epsilon}` of the dtype. A program that fails runs
-one particle at a time from then on, with one warning (:func:`~pyrodiv.divergences.vectorization.warn_sequential`).
+one particle at a time from then on, with one warning
+(:func:`~pyrodiv.divergences.vectorization.warn_sequential`).
 
 Example::
 
