@@ -282,8 +282,12 @@ class DivergenceLoss(ELBO):
 
     def _check_gradients(self, value: float):
         named = [(name, p) for name, p in self._params.items() if p.grad is not None]
-        norms = torch._foreach_norm([p.grad for _, p in named]) if named else []
-        if named and all(float(n) == 0.0 for n in norms):
+        if not named:
+            return
+        # one reduction: the norms sum to 0 when every gradient is 0, and to inf or NaN
+        # when any is not finite
+        total = float(torch.stack(torch._foreach_norm([p.grad for _, p in named])).sum())
+        if total == 0.0:
             self._zero_gradient_steps += 1
             if self._zero_gradient_steps == self.SATURATED_STEPS:
                 warnings.warn(
@@ -297,7 +301,7 @@ class DivergenceLoss(ELBO):
                 )
         else:
             self._zero_gradient_steps = 0
-        if not named or torch.isfinite(torch.stack(norms)).all():
+        if math.isfinite(total):
             return
         bad = [name for name, p in named if not torch.isfinite(p.grad).all()]
         for _, p in named:
