@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from .enumeration import is_enumerated, marginal_log_density
 from .site_checks import check_densities, check_enumeration
 
 
@@ -104,13 +105,21 @@ def trace_score(guide_trace, particle_dim: int | None) -> torch.Tensor | None:
     return total
 
 
-def log_densities(model_trace, guide_trace, particle_dim: int | None) -> LogDensities:
+def log_densities(
+    model_trace, guide_trace, particle_dim: int | None, particle_plate: str | None = None
+) -> LogDensities:
     """Reduce a (model, guide) trace pair with computed log-probs to :class:`LogDensities`,
-    refusing point-mass guide sites and enumerated model sites the guide does not sample
-    (:mod:`pyrodiv.divergences.site_checks`) and naming a site whose log-density is NaN."""
+    refusing point-mass guide sites and model sites marked for enumeration that were not
+    enumerated (:mod:`pyrodiv.divergences.site_checks`), and naming a site whose log-density is
+    NaN. The log p of an enumerated model is its marginal
+    (:func:`~pyrodiv.divergences.enumeration.marginal_log_density`; ``particle_plate`` names
+    the vectorized particle plate)."""
     check_densities(guide_trace)
     check_enumeration(model_trace, guide_trace)
-    log_p = trace_log_density(model_trace, particle_dim, "model")
+    if is_enumerated(model_trace):
+        log_p = marginal_log_density(model_trace, guide_trace, particle_dim, particle_plate)
+    else:
+        log_p = trace_log_density(model_trace, particle_dim, "model")
     log_q = trace_log_density(guide_trace, particle_dim, "guide")
     # One check for both traces; the per-site search only runs when it fails.
     if not torch.isfinite(log_p - log_q).all():

@@ -182,7 +182,7 @@ class DivergenceLoss(ELBO):
     def _guess_max_plate_nesting(self, model, guide, args, kwargs):
         """Pyro's guess (the model's nesting, plus one for the particle plate), from the
         runner's one guess, without moving the random state."""
-        nesting = self.runner.nesting(model, guide, args, kwargs, Order.GUIDE_FIRST)
+        nesting, _ = self.runner.nesting(model, guide, args, kwargs, Order.GUIDE_FIRST)
         self.max_plate_nesting = nesting + (self.vectorize_particles and self.num_particles > 1)
 
     def _get_trace(self, model, guide, args, kwargs):

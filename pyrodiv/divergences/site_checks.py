@@ -131,11 +131,9 @@ def check_densities(guide_trace) -> None:
 
 def check_enumeration(model_trace, guide_trace) -> None:
     """Raise a ValueError naming a latent model site marked for enumeration
-    (``infer={"enumerate": ...}``, ``config_enumerate``) that the guide does not sample.
-
-    The losses draw every latent site from the guide and sum out none, so such a site would be
-    drawn from the model's prior and missing from :math:`\\log q`. Guide sites marked for
-    enumeration are drawn like any other (a discrete one trains by the score function).
+    (``infer={"enumerate": ...}``, ``config_enumerate``) that the guide does not sample and
+    that was drawn instead of summed out (:mod:`pyrodiv.divergences.enumeration` sums such
+    sites out wherever the runner runs the model itself).
 
     Example::
 
@@ -151,11 +149,13 @@ def check_enumeration(model_trace, guide_trace) -> None:
         if site["type"] != "sample" or site["is_observed"]:
             continue
         how = site["infer"].get("enumerate")
-        if how and (name not in guide_trace.nodes or guide_trace.nodes[name]["type"] != "sample"):
+        if not how or site["infer"].get("_enumerate_dim") is not None:
+            continue
+        if name not in guide_trace.nodes or guide_trace.nodes[name]["type"] != "sample":
             raise ValueError(
                 f"model site {name!r} is marked for enumeration (infer={{'enumerate': {how!r}}}) "
-                "but the guide does not sample it; the divergence losses draw every latent site "
-                f"from the guide and sum out none. Sample {name!r} in the guide (a discrete "
-                "guide site trains by the score function), or sum it out in the model by hand "
-                "(a MixtureSameFamily, or a logsumexp in a pyro.factor)"
+                "but was drawn, not summed out: the guide does not sample it, and this guide "
+                "runs the model itself (an AutoGuideMessenger). Sample "
+                f"{name!r} in the guide, use a guide that does not run the model, or sum it "
+                "out in the model by hand (a MixtureSameFamily, or a logsumexp in a pyro.factor)"
             )

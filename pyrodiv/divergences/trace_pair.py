@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import enum
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
 
 from .densities import LogDensities
+from .enumeration import enumerate_model
 from .replay import DetachSamples, is_guide_messenger, replay_guide_at
 from .site_checks import mark_point_masses
 
@@ -122,7 +124,8 @@ class PinSubsamples(Messenger):
 
 
 def _finish(model_trace, guide_trace, nesting):
-    if is_validation_enabled():
+    # the nesting guess (infinite nesting) runs without enumeration: matched in the real runs
+    if is_validation_enabled() and nesting != math.inf:
         check_model_guide_match(model_trace, guide_trace, nesting)
     model_trace = prune_subsample_sites(model_trace)
     guide_trace = prune_subsample_sites(guide_trace)
@@ -136,14 +139,22 @@ def _finish(model_trace, guide_trace, nesting):
     return model_trace, guide_trace
 
 
-def trace_pair(model, guide, args, kwargs, order: Order, nesting, handler, set_draws):
+def trace_pair(
+    model, guide, args, kwargs, order: Order, nesting, handler, set_draws, enumerate=False
+):
     """One (model trace, guide trace) pair in ``order``; ``guide`` may be ``None`` for the
     orders that run the model first (then only the model trace is returned, log-probs done).
-    ``handler`` is entered around the guide's draws (inside their detaching)."""
+    ``handler`` is entered around the guide's draws (inside their detaching). With
+    ``enumerate``, the model's sites marked for parallel enumeration are summed out
+    (:mod:`~pyrodiv.divergences.enumeration`; drawn first, then enumerated, when the model
+    runs first)."""
     if order in (Order.MODEL_FIRST, Order.GIVEN_DRAWS):
         if set_draws is not None:
             model = set_draws(model)
         model_trace = poutine.trace(model).get_trace(*args, **kwargs)
+        if enumerate:
+            model = enumerate_model(model, nesting, trace=model_trace)
+            model_trace = poutine.trace(model).get_trace(*args, **kwargs)
         if guide is None:
             model_trace = prune_subsample_sites(model_trace)
             model_trace.compute_log_prob()
@@ -158,6 +169,8 @@ def trace_pair(model, guide, args, kwargs, order: Order, nesting, handler, set_d
             else:
                 guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         if not is_guide_messenger(guide):
+            if enumerate:
+                model = enumerate_model(model, nesting)
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
                 *args, **kwargs
             )
@@ -166,17 +179,29 @@ def trace_pair(model, guide, args, kwargs, order: Order, nesting, handler, set_d
 
 
 def latent_rows(trace, rows: int) -> dict[str, torch.Tensor]:
-    """The latent values of a trace (no auxiliary, deterministic or subsample sites), each
-    flattened to ``(rows, -1)``: one row per particle."""
+    """The latent values of a trace (no auxiliary, deterministic, subsample or enumerated
+    sites), each flattened to ``(rows, -1)``: one row per particle."""
     out = {}
+    # enumeration dims (left of every plate) are not the values' own dims
+    enum_dims = [
+        site["infer"]["_enumerate_dim"]
+        for site in trace.nodes.values()
+        if site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None
+    ]
+    plate_dims = -max(enum_dims) - 1 if enum_dims else None
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or site["infer"].get("is_auxiliary"):
             continue
         if site["infer"].get("_deterministic") or site_is_subsample(site):
             continue
+        if site["infer"].get("_enumerate_dim") is not None:  # summed out
+            continue
         value = site["value"]
         if rows > 1:
-            value = value.expand(site["fn"].batch_shape + site["fn"].event_shape)
+            batch_shape = site["fn"].batch_shape
+            if plate_dims is not None:
+                batch_shape = batch_shape[max(len(batch_shape) - plate_dims, 0) :]
+            value = value.expand(batch_shape + site["fn"].event_shape)
         out[name] = value.reshape(rows, -1)
     return out
 

@@ -58,6 +58,7 @@ from .densities import (
     log_densities,
     trace_log_density,
 )
+from .enumeration import enumerated_sites
 from .replay import DetachSamples
 from .site_checks import is_delta
 from .trace_pair import (
@@ -101,21 +102,25 @@ class Runner:
         self.vectorize = vectorize
         self.max_plate_nesting = max_plate_nesting
         self._nesting = {}  # (model, guide, model first?) -> guessed nesting
+        self._enumerate = {}  # (model, guide, model first?) -> sites to sum out?
         self._sequential = set()  # (model, guide) that did not vectorize
         self._checked = set()  # (model, guide) whose vectorized runs were checked
         self.last_nesting = None  # the model's nesting in the latest call
 
-    def nesting(self, model, guide, args, kwargs, order, set_draws=None) -> int:
-        """The model's plate nesting: given, or guessed from one unvectorized run (without
-        moving the random state)."""
-        if self.max_plate_nesting != math.inf:
-            return int(self.max_plate_nesting)
+    def nesting(self, model, guide, args, kwargs, order, set_draws=None):
+        """The model's plate nesting (given, or guessed from one unvectorized run per model
+        and guide, without moving the random state) and whether it has sites to sum out
+        (:func:`~pyrodiv.divergences.enumeration.enumerated_sites`): read from the guess, or
+        ``None`` until the first run when the nesting is given."""
         key = (model, guide, order in (Order.MODEL_FIRST, Order.GIVEN_DRAWS))
+        if self.max_plate_nesting != math.inf:
+            return int(self.max_plate_nesting), self._enumerate.get(key)
         if key not in self._nesting:
             with torch.random.fork_rng(), poutine.block():
                 traces = trace_pair(model, guide, args, kwargs, order, math.inf, None, set_draws)
             self._nesting[key] = guess_max_plate_nesting(*traces)
-        return self._nesting[key]
+            self._enumerate[key] = bool(enumerated_sites(*traces))
+        return self._nesting[key], self._enumerate[key]
 
     def __call__(
         self,
@@ -146,7 +151,9 @@ class Runner:
         if order in (Order.MODEL_FIRST, Order.GIVEN_DRAWS):
             initialize_autoguide(guide, args, kwargs)
         call = _Call(self, model, guide, args, kwargs, order, draws, rows, chain, densities)
-        nesting = self.nesting(model, guide, args, kwargs, order, call.set_draws(1, 0, None))
+        nesting, call.enumerate = self.nesting(
+            model, guide, args, kwargs, order, call.set_draws(1, 0, None)
+        )
         pinning = PinSubsamples(pin if isinstance(pin, dict) else None, reuse=pin is not None)
         self.last_nesting = nesting
         key = (model, guide)
@@ -187,6 +194,7 @@ class _Call:
     rows: torch.Tensor | None
     chain: object
     densities: bool
+    enumerate: bool | None = False  # sum out the model's enumerated sites (None: not known)
 
     def set_draws(self, count: int, offset: int, dim: int | None):
         """The handler that sets the model's latents to rows of the given draws, or None."""
@@ -217,7 +225,11 @@ class _Call:
                 program = set_draws(model) if set_draws is not None else model
                 with DetachSamples():
                     trace = poutine.trace(program).get_trace(*args, **kwargs)
-                return Run(None, None, None, latent_rows(trace, rows), {}, {}, [(trace, None)])
+                latents = latent_rows(trace, rows)
+                if self.enumerate is not False:  # drawn here, summed out in the densities
+                    for name in enumerated_sites(trace, None):
+                        latents.pop(name, None)
+                return Run(None, None, None, latents, {}, {}, [(trace, None)])
             detach = self.order is not Order.GUIDE_FIRST
             with DetachSamples() if detach else nullcontext():
                 trace = poutine.trace(guide).get_trace(*args, **kwargs)
@@ -233,21 +245,21 @@ class _Call:
             return Run(
                 None, None, None, latents, param_values(trace), {}, [(None, trace)], [], rough
             )
-        model_trace, guide_trace = trace_pair(
-            model,
-            guide,
-            args,
-            kwargs,
-            self.order,
-            nesting + (dim is not None),
-            handler,
-            set_draws,
-        )
+        pair = (model, guide, args, kwargs, self.order, nesting + (dim is not None), handler)
+        rng = torch.get_rng_state() if self.enumerate is None else None
+        model_trace, guide_trace = trace_pair(*pair, set_draws, bool(self.enumerate))
+        if self.enumerate is None:  # the first run of a given nesting tells
+            self.enumerate = bool(enumerated_sites(model_trace, guide_trace))
+            key = (self.model, self.guide, self.order in (Order.MODEL_FIRST, Order.GIVEN_DRAWS))
+            self.runner._enumerate[key] = self.enumerate
+            if self.enumerate:  # run again from the same draws, summed out
+                torch.set_rng_state(rng)
+                model_trace, guide_trace = trace_pair(*pair, set_draws, True)
         if guide_trace is None:
             lp, lq, score = trace_log_density(model_trace, dim, "model"), None, None
             _check_finite(model_trace, "model", lp)
         else:
-            lp, lq, score = log_densities(model_trace, guide_trace, dim)
+            lp, lq, score = log_densities(model_trace, guide_trace, dim, PARTICLE_PLATE)
         return Run(
             lp,
             lq,

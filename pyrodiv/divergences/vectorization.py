@@ -23,6 +23,7 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from .densities import NotVectorizable, trace_log_density
+from .enumeration import enumerate_model, marginal_log_density
 from .replay import SetValues, is_guide_messenger, replay_guide_at
 from .site_checks import is_delta
 from .targets import is_sample_target
@@ -51,20 +52,19 @@ def check_vectorized(call, nesting: int, run: Run, subsamples: dict) -> None:
                 nesting,
                 None,
                 call.set_draws(1, 0, None),
+                call.enumerate,
             )
         for k in sorted({0, call.runner.num_particles - 1}):
             latents = {
                 n: v[k].reshape(proto_model.nodes[n]["value"].shape)
                 for n, v in run.latents.items()
             }
+            program = enumerate_model(model, nesting) if call.enumerate else model
             with PinSubsamples(subsamples), SetValues(latents):
-                single = poutine.trace(model).get_trace(*args, **kwargs)
+                single = poutine.trace(program).get_trace(*args, **kwargs)
             single = prune_subsample_sites(single)
             single.compute_log_prob()
-            # a SampleTarget's log p is not a density (its row is drawn afresh on each run)
-            pairs = []
-            if not is_sample_target(model):
-                pairs.append(("log p", run.log_p[k], trace_log_density(single, None)))
+            pairs, single_q = [], None
             if guide_trace is not None and not is_guide_messenger(guide):
                 if call.order in (Order.MODEL_FIRST, Order.GIVEN_DRAWS):
                     single_q = replay_guide_at(guide, single, args, kwargs)
@@ -75,6 +75,13 @@ def check_vectorized(call, nesting: int, run: Run, subsamples: dict) -> None:
                 single_q = prune_subsample_sites(single_q)
                 single_q.compute_log_prob()
                 pairs.append(("log q", run.log_q[k], trace_log_density(single_q, None)))
+            # a SampleTarget's log p is not a density (its row is drawn afresh on each run)
+            if not is_sample_target(model):
+                if call.enumerate:
+                    log_p = marginal_log_density(single, single_q, None, None)
+                else:
+                    log_p = trace_log_density(single, None)
+                pairs.insert(0, ("log p", run.log_p[k], log_p))
             for label, a, b in pairs:
                 a, b = a.detach(), b.detach()
                 tol = math.sqrt(torch.finfo(a.dtype).eps)
