@@ -103,6 +103,7 @@ class Runner:
         self.max_plate_nesting = max_plate_nesting
         self._nesting = {}  # (model, guide, model first?) -> guessed nesting
         self._enumerate = {}  # (model, guide, model first?) -> sites to sum out?
+        self._unsubsampled = set()  # (model, guide) seen to draw no plate subsample
         self._sequential = set()  # (model, guide) that did not vectorize
         self._checked = set()  # (model, guide) whose vectorized runs were checked
         self.last_nesting = None  # the model's nesting in the latest call
@@ -116,10 +117,13 @@ class Runner:
         if self.max_plate_nesting != math.inf:
             return int(self.max_plate_nesting), self._enumerate.get(key)
         if key not in self._nesting:
-            with torch.random.fork_rng(), poutine.block():
+            subsamples = PinSubsamples()
+            with torch.random.fork_rng(), poutine.block(), subsamples:
                 traces = trace_pair(model, guide, args, kwargs, order, math.inf, None, set_draws)
             self._nesting[key] = guess_max_plate_nesting(*traces)
             self._enumerate[key] = bool(enumerated_sites(*traces))
+            if not subsamples.drawn:
+                self._unsubsampled.add(key[:2])
         return self._nesting[key], self._enumerate[key]
 
     def __call__(
@@ -154,9 +158,12 @@ class Runner:
         nesting, call.enumerate = self.nesting(
             model, guide, args, kwargs, order, call.set_draws(1, 0, None)
         )
-        pinning = PinSubsamples(pin if isinstance(pin, dict) else None, reuse=pin is not None)
         self.last_nesting = nesting
         key = (model, guide)
+        if pin is None and key in self._unsubsampled:  # nothing to record: no messenger
+            pinning = _NO_SUBSAMPLES
+        else:
+            pinning = PinSubsamples(pin if isinstance(pin, dict) else None, reuse=pin is not None)
         run = None
         with pinning:
             if self.vectorize and self.num_particles > 1 and key not in self._sequential:
@@ -174,10 +181,19 @@ class Runner:
                     self._checked.add(key)
             if run is None:
                 run = call.sequential(nesting)
-        run.subsamples = pinning.drawn
+        run.subsamples = dict(pinning.drawn)
         if not keep_traces:
             run.traces = []
         return run
+
+
+class _NoSubsamples(nullcontext):
+    """In place of :class:`PinSubsamples` for programs without subsampled plates."""
+
+    drawn: dict = {}
+
+
+_NO_SUBSAMPLES = _NoSubsamples()
 
 
 @dataclass
