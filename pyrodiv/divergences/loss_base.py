@@ -59,11 +59,15 @@ class Plan:
     """How a loss estimates its divergence on one kind of target: run the programs in each
     of ``orders`` (all runs of one estimate share the first run's plate subsamples when
     there are several), then ``estimator(loss, *runs)``. ``densities=False`` runs only the
-    program that draws (for losses that need draws, not densities)."""
+    program that draws (for losses that need draws, not densities). ``rao_blackwell=True``
+    runs a guide with non-reparameterized sites (seen in an earlier run) under Pyro's
+    provenance tracking and keeps its traces, for per-site score terms
+    (:mod:`~pyrodiv.divergences.rao_blackwell`)."""
 
     orders: Order | tuple[Order, ...]
     estimator: Callable[..., estimators.Estimate]
     densities: bool = True
+    rao_blackwell: bool = False
 
     @property
     def order_list(self) -> tuple[Order, ...]:
@@ -120,6 +124,7 @@ class DivergenceLoss(ELBO):
         self._params = {}
         self._kinds = {}
         self._zero_gradient_steps = 0  # consecutive steps with a gradient of exactly 0
+        self._score_programs = set()  # (model, guide) whose guide has score-function sites
 
     # ---- the table and what follows from it ----------------------------------------------
 
@@ -200,6 +205,13 @@ class DivergenceLoss(ELBO):
         self._params.update(run.params)
         return run
 
+    def _has_score_sites(self, model, guide, args, kwargs) -> bool:
+        """Whether the guide has score-function sites: from the runner's nesting guess, or
+        (nesting given) from an earlier run."""
+        if (model, guide) in self._score_programs:
+            return True
+        return bool(self.runner.has_score_sites(model, guide, args, kwargs))
+
     def particles(self, model, guide, args, kwargs, order=Order.GUIDE_FIRST):
         """Per-particle ``(log_p, log_q, score)`` of one run in ``order`` (an
         :class:`~pyrodiv.divergences.traces.Order`, or its name: ``"guide_first"``,
@@ -218,6 +230,7 @@ class DivergenceLoss(ELBO):
                 self.chain.follow(model, guide)
             if len(plan.order_list) > 1:
                 pin = True if not runs else runs[0].subsamples
+            tracked = plan.rao_blackwell and self._has_score_sites(model, guide, args, kwargs)
             run = self.run(
                 model,
                 guide,
@@ -228,7 +241,11 @@ class DivergenceLoss(ELBO):
                 chain=self.chain if order is Order.RETAINED else None,
                 pin=pin,
                 densities=plan.densities,
+                provenance=tracked,
+                keep_traces=tracked,
             )
+            if plan.rao_blackwell and run.score is not None and run.score.requires_grad:
+                self._score_programs.add((model, guide))
             runs.append(run)
         return plan.estimator(self, *runs)
 

@@ -51,8 +51,10 @@ import torch
 from . import estimators, transport
 from .bound_watch import BoundWatch, watched
 from .bounds import CUBO, RenyiBound
+from .enumeration import is_enumerated
 from .generators import GENERATOR_NAMES, Generator, get_generator
 from .loss_base import LOSS_OPTIONS, DivergenceLoss, Plan, TakesDraws
+from .rao_blackwell import reverse_kl_surrogate
 from .traces import Order
 
 _KL_REVERSE = get_generator("kl_reverse")
@@ -62,6 +64,15 @@ _JSD = get_generator("jensen_shannon")
 def _q_draws_f(f):
     """The estimator of E_Q[f(p/q)] over Q's draws (unbiased, score terms for discrete sites)."""
     return lambda loss, run: estimators.f_divergence(f(loss), run.log_p, run.log_q, run.score)
+
+
+def _reverse_kl(loss, run):
+    """E_Q[log q - log p]; with the traces of a tracked run (a guide with score-function
+    sites), TraceGraph_ELBO's Rao-Blackwellized score terms."""
+    if run.traces and not is_enumerated(run.traces[0][0]):
+        value = (run.log_q - run.log_p).mean()
+        return reverse_kl_surrogate(run.traces, run.log_q.numel(), value)
+    return estimators.f_divergence(_KL_REVERSE, run.log_p, run.log_q, run.score)
 
 
 def _cross_entropy(loss, run):
@@ -84,8 +95,11 @@ class ReverseKL(DivergenceLoss):
     r"""Reverse (exclusive) KL, :math:`\mathrm{KL}(Q\|P) = \mathbb{E}_Q[\log q - \log p]`.
 
     Zero-forcing and mode-seeking. Draws :math:`x_k\sim Q`; the gradient is pathwise for
-    reparameterized sites and uses the score function (with a leave-one-out baseline) for the
-    others. On a posterior target the value is the negative ELBO,
+    reparameterized sites and uses the score function for the others, Rao-Blackwellized per
+    site and plate slice as in :class:`pyro.infer.TraceGraph_ELBO`
+    (:mod:`~pyrodiv.divergences.rao_blackwell`; with a given ``max_plate_nesting``, from the
+    second step on, once the guide's score-function sites are known). On a posterior target
+    the value is the negative ELBO,
     :math:`\mathrm{KL}(Q\|P) - \log Z`, and the gradient is that of
     :class:`pyro.infer.Trace_ELBO`. Unbiased, in value and gradient (also under plate
     subsampling, whose scaling Pyro applies to :math:`\log p`).
@@ -98,8 +112,8 @@ class ReverseKL(DivergenceLoss):
 
     divergence = "reverse KL"
     PLANS = {
-        "prior": Plan(Order.GUIDE_FIRST, _q_draws_f(lambda loss: _KL_REVERSE)),
-        "posterior": Plan(Order.GUIDE_FIRST, _q_draws_f(lambda loss: _KL_REVERSE)),
+        "prior": Plan(Order.GUIDE_FIRST, _reverse_kl, rao_blackwell=True),
+        "posterior": Plan(Order.GUIDE_FIRST, _reverse_kl, rao_blackwell=True),
     }
 
 

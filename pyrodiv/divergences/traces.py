@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import pyro
 import torch
 from pyro import poutine
+from pyro.infer.tracegraph_elbo import TrackNonReparam
 from pyro.poutine.util import site_is_subsample
 
 from .densities import (
@@ -104,6 +105,7 @@ class Runner:
         self._nesting = {}  # (model, guide, model first?) -> guessed nesting
         self._enumerate = {}  # (model, guide, model first?) -> sites to sum out?
         self._unsubsampled = set()  # (model, guide) seen to draw no plate subsample
+        self._score_sites = {}  # (model, guide) -> has the guide non-reparameterized sites?
         self._sequential = set()  # (model, guide) that did not vectorize
         self._checked = set()  # (model, guide) whose vectorized runs were checked
         self.last_nesting = None  # the model's nesting in the latest call
@@ -122,9 +124,17 @@ class Runner:
                 traces = trace_pair(model, guide, args, kwargs, order, math.inf, None, set_draws)
             self._nesting[key] = guess_max_plate_nesting(*traces)
             self._enumerate[key] = bool(enumerated_sites(*traces))
+            self._score_sites[key[:2]] = bool(score_sites(traces[1]))
             if not subsamples.drawn:
                 self._unsubsampled.add(key[:2])
         return self._nesting[key], self._enumerate[key]
+
+    def has_score_sites(self, model, guide, args, kwargs) -> bool | None:
+        """Whether the guide draws a site without a reparameterized sampler (from the
+        nesting guess; ``None`` when the nesting is given and no guess was run)."""
+        if self.max_plate_nesting == math.inf:
+            self.nesting(model, guide, args, kwargs, Order.GUIDE_FIRST)
+        return self._score_sites.get((model, guide))
 
     def __call__(
         self,
@@ -140,6 +150,7 @@ class Runner:
         pin=None,
         densities: bool = True,
         keep_traces: bool = False,
+        provenance: bool = False,
     ) -> Run:
         r"""Run ``num_particles`` particles in ``order`` and return a :class:`Run`.
 
@@ -151,6 +162,8 @@ class Runner:
             every particle.
         :param densities: reduce the traces to log-densities (else only ``latents``).
         :param keep_traces: keep the (model, guide) trace pairs in the result.
+        :param provenance: run under Pyro's ``TrackNonReparam`` (the values of
+            non-reparameterized sites carry their provenance into every log-prob).
         """
         if order in (Order.MODEL_FIRST, Order.GIVEN_DRAWS):
             initialize_autoguide(guide, args, kwargs)
@@ -165,7 +178,7 @@ class Runner:
         else:
             pinning = PinSubsamples(pin if isinstance(pin, dict) else None, reuse=pin is not None)
         run = None
-        with pinning:
+        with pinning, TrackNonReparam() if provenance else nullcontext():
             if self.vectorize and self.num_particles > 1 and key not in self._sequential:
                 try:
                     run = call.vectorized(nesting)
@@ -185,6 +198,21 @@ class Runner:
         if not keep_traces:
             run.traces = []
         return run
+
+
+def score_sites(guide_trace) -> list[str]:
+    """The guide's latent sites drawn without a reparameterized sampler (score-function
+    sites), or ``[]`` for no trace."""
+    if guide_trace is None:
+        return []
+    return [
+        name
+        for name, site in guide_trace.nodes.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and not site_is_subsample(site)
+        and not (site["fn"].has_rsample or is_delta(site["fn"]))
+    ]
 
 
 class _NoSubsamples(nullcontext):
@@ -249,14 +277,7 @@ class _Call:
             detach = self.order is not Order.GUIDE_FIRST
             with DetachSamples() if detach else nullcontext():
                 trace = poutine.trace(guide).get_trace(*args, **kwargs)
-            rough = [
-                name
-                for name, site in trace.nodes.items()
-                if site["type"] == "sample"
-                and not site["is_observed"]
-                and not site_is_subsample(site)
-                and not (site["fn"].has_rsample or is_delta(site["fn"]))
-            ]
+            rough = score_sites(trace)
             latents = latent_rows(trace, rows)
             return Run(
                 None, None, None, latents, param_values(trace), {}, [(None, trace)], [], rough
