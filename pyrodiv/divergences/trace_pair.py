@@ -107,6 +107,7 @@ class PinSubsamples(Messenger):
         self.values = dict(values or {})
         self.reuse = reuse
         self.drawn: dict[str, torch.Tensor] = {}
+        self.partial = False  # was any plate subsampled (fewer indices than its size)?
 
     def _pyro_sample(self, msg):
         if site_is_subsample(msg) and msg["value"] is None and msg["name"] in self.values:
@@ -115,6 +116,7 @@ class PinSubsamples(Messenger):
 
     def _pyro_post_sample(self, msg):
         if site_is_subsample(msg):
+            self.partial = self.partial or msg["value"].numel() < msg["fn"].size
             self.drawn.setdefault(msg["name"], msg["value"])
             if self.reuse:
                 self.values.setdefault(msg["name"], msg["value"])

@@ -104,7 +104,7 @@ class Runner:
         self.max_plate_nesting = max_plate_nesting
         self._nesting = {}  # (model, guide, model first?) -> guessed nesting
         self._enumerate = {}  # (model, guide, model first?) -> sites to sum out?
-        self._unsubsampled = set()  # (model, guide) seen to draw no plate subsample
+        self._unsubsampled = set()  # (model, guide) seen to subsample no plate
         self._score_sites = {}  # (model, guide) -> has the guide non-reparameterized sites?
         self._sequential = set()  # (model, guide) that did not vectorize
         self._checked = set()  # (model, guide) whose vectorized runs were checked
@@ -125,7 +125,7 @@ class Runner:
             self._nesting[key] = guess_max_plate_nesting(*traces)
             self._enumerate[key] = bool(enumerated_sites(*traces))
             self._score_sites[key[:2]] = bool(score_sites(traces[1]))
-            if not subsamples.drawn:
+            if not subsamples.partial:
                 self._unsubsampled.add(key[:2])
         return self._nesting[key], self._enumerate[key]
 
@@ -173,7 +173,7 @@ class Runner:
         )
         self.last_nesting = nesting
         key = (model, guide)
-        if pin is None and key in self._unsubsampled:  # nothing to record: no messenger
+        if pin is None and key in self._unsubsampled:  # nothing to pin: no messenger
             pinning = _NO_SUBSAMPLES
         else:
             pinning = PinSubsamples(pin if isinstance(pin, dict) else None, reuse=pin is not None)
