@@ -37,11 +37,11 @@ Example::
 from __future__ import annotations
 
 import torch
-from pyro.infer.tracegraph_elbo import TrackNonReparam, _compute_elbo
+from pyro.infer.tracegraph_elbo import _compute_elbo
 
 from .estimators import Estimate
 
-__all__ = ["TrackNonReparam", "reverse_kl_surrogate"]
+__all__ = ["reverse_kl_surrogate"]
 
 
 def reverse_kl_surrogate(traces, num_particles: int, value: torch.Tensor) -> Estimate:
