@@ -63,6 +63,7 @@ from .approximation import (
     Stage,
     _warn,
 )
+from .flow_guide import AutoWhitenedFlow
 from .inference_data import guide_log_weights
 from .warm_start import AutoWhitenedNormal, laplace
 
@@ -80,9 +81,9 @@ class _Monitor:
     """The stage callback: window means of the parameters, learning-rate decay, the
     convergence stop and the collapse and runaway checks."""
 
-    def __init__(self, params: list, optim, settings: ApproximateSettings, guide):
+    def __init__(self, params: list, optim, settings: ApproximateSettings, guide, lr, converge):
         self.params, self.optim, self.s, self.guide = params, optim, settings, guide
-        self.lr = settings.lr
+        self.lr, self.converge = lr, converge
         self.total = None
         self.previous = None
         self.average = None
@@ -117,7 +118,7 @@ class _Monitor:
         if previous is None:
             return False
         change = float((mean - previous).abs().max())
-        if change < self.s.tolerance:
+        if self.converge and change < self.s.tolerance:
             self.status = "converged"
             return True
         gain = previous_loss[0] - loss_mean
@@ -155,13 +156,17 @@ def _guide_params(guide, args, kwargs) -> list:
     return [store._params[name] for name in tr.trace.param_nodes]
 
 
-def _train(name, model, guide, args, kwargs, loss, particles, settings, max_steps, progress):
-    """One training stage through :func:`pyrodiv.fit` with a :class:`_Monitor`."""
+def _train(
+    name, model, guide, args, kwargs, loss, particles, settings, max_steps, progress, flow=False
+):
+    """One training stage through :func:`pyrodiv.fit` with a :class:`_Monitor` (for a flow:
+    its learning rate and no convergence stop)."""
     stage = Stage(name, particles=particles)
     params = _guide_params(guide, args, kwargs)
     before = [p.detach().clone() for p in params]
-    optim = pyro.optim.Adam({"lr": settings.lr})
-    monitor = _Monitor(params, optim, settings, guide)
+    lr = settings.flow_lr if flow else settings.lr
+    optim = pyro.optim.Adam({"lr": lr})
+    monitor = _Monitor(params, optim, settings, guide, lr, converge=not flow)
     began = time.perf_counter()
     try:
         result = pyrodiv.fit(
@@ -208,8 +213,6 @@ def _make_guide(model, guide, settings, args, kwargs):
         if guide == "auto" and made.latent_dim > settings.full_rank_max_dim:
             made = AutoWhitenedNormal(model, full_rank=False, init_loc_fn=init_loc_fn)
             made._setup_prototype(*args, **kwargs)
-        if guide == "flow":
-            raise NotImplementedError("guide='flow' is not available yet; use 'auto'")
         return made
     if isinstance(guide, str):
         if not hasattr(autoguides, guide) or not guide.startswith("Auto"):
@@ -262,7 +265,9 @@ def approximate(
         or a loss object (used as given, with its own particles).
     :param guide: ``"auto"`` (a whitened full-rank Gaussian, diagonal above
         ``full_rank_max_dim`` latent dimensions), ``"AutoMultivariateNormal"``,
-        ``"AutoNormal"`` / ``"AutoDiagonalNormal"`` (the same families, whitened), another
+        ``"AutoNormal"`` / ``"AutoDiagonalNormal"`` (the same families, whitened), ``"flow"``
+        (the ``"auto"`` fit, then refined by identity-initialized spline layers for
+        ``flow_steps``: :class:`~pyrodiv.inference.flow_guide.AutoWhitenedFlow`), another
         autoguide class name (started at the Laplace mode, not whitened), or a guide object
         (trained as given).
     :param seed: seeds every stage.
@@ -370,6 +375,8 @@ def approximate(
             progress,
             _divergence_name(loss),
         )
+        if guide == "flow":
+            made = _flow_stage(result, model, made, args, kwargs, loss, k, settings, progress)
         if settings.khat_draws:
             t = time.perf_counter()
             result.khat = pyrodiv.psis_khat(
@@ -388,6 +395,24 @@ def approximate(
                 _warn(message)
     result.seconds = time.perf_counter() - began
     return result
+
+
+def _flow_stage(result, model, gaussian, args, kwargs, loss, k, settings, progress):
+    """Refine the fitted whitened Gaussian with an identity-initialized spline flow
+    (:class:`~pyrodiv.inference.flow_guide.AutoWhitenedFlow`) for ``flow_steps`` steps; the
+    flow replaces the Gaussian unless the stage failed."""
+    gaussian.rewhiten()
+    flow = AutoWhitenedFlow(model, full_rank=gaussian.full_rank, init_loc_fn=init_to_median)
+    flow._setup_prototype(*args, **kwargs)
+    flow.set_whitening(gaussian.center, gaussian.factor)
+    stage, losses, detail = _train(
+        "flow", model, flow, args, kwargs, loss, k, settings, settings.flow_steps, progress, True
+    )
+    _record(result, stage, losses, detail, f"{_divergence_name(loss)} (flow)", settings)
+    if stage.status in _FAILED:
+        return gaussian
+    result.guide = flow
+    return flow
 
 
 def _elbo_scorer(model, helper, args, kwargs, settings, seed):

@@ -60,6 +60,9 @@ class ApproximateSettings:
     :param path_points: Gaussians along the L-BFGS path that compete with the Laplace
         approximation (0: the mode only).
     :param path_draws: draws of the ELBO that scores them.
+    :param flow_steps: steps of the flow stage of ``guide="flow"`` (its whole budget: a flow's
+        many parameters have no convergence rule in posterior sds), at learning rate
+        ``flow_lr``, decayed as above.
     """
 
     max_steps: int = 2000
@@ -89,15 +92,19 @@ class ApproximateSettings:
     rewhiten_above: float = 0.5
     path_points: int = 6
     path_draws: int = 64
+    flow_steps: int = 2000
+    flow_lr: float = 0.02
 
     def __post_init__(self):
         if self.on_failure not in ("warn", "raise"):
             raise ValueError(f"on_failure must be 'warn' or 'raise', got {self.on_failure!r}")
-        for name in ("max_steps", "window", "min_particles", "max_particles", "probe_draws"):
+        names = ("max_steps", "window", "min_particles", "max_particles", "probe_draws")
+        for name in (*names, "flow_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if not (self.lr > 0 and 0 < self.lr_decay <= 1 and self.tolerance > 0):
-            raise ValueError("need lr > 0, 0 < lr_decay <= 1 and tolerance > 0")
+        rates = self.lr > 0 and self.flow_lr > 0 and 0 < self.lr_decay <= 1
+        if not (rates and self.tolerance > 0):
+            raise ValueError("need lr > 0, flow_lr > 0, 0 < lr_decay <= 1 and tolerance > 0")
 
     def replace(self, **changes) -> ApproximateSettings:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

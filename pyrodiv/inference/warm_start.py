@@ -99,9 +99,14 @@ class AutoWhitenedNormal(AutoContinuous):
             self.factor = scale_tril.detach().clone()
         else:
             self.factor = scale_tril.detach().pow(2).sum(-1).sqrt()
+        self._zero_gaussian()
+
+    def _zero_gaussian(self) -> None:
+        """Reset :math:`a, s, R` to 0 (the warm start itself, in whitened coordinates)."""
         with torch.no_grad():
-            for p in self.parameters():
-                p.zero_()
+            for p in (self.loc, self.log_scale, getattr(self, "tril", None)):
+                if p is not None:
+                    p.zero_()
 
     def rewhiten(self) -> float:
         r"""Make the current guide the new whitening, :math:`m \leftarrow m + La`,
@@ -117,8 +122,7 @@ class AutoWhitenedNormal(AutoContinuous):
             else:
                 self.center = posterior.base_dist.loc.detach().clone()
                 self.factor = posterior.base_dist.scale.detach().clone()
-                for p in self.parameters():
-                    p.zero_()
+                self._zero_gaussian()
         return moved
 
     def whitened_tril(self) -> torch.Tensor:
