@@ -39,7 +39,7 @@ its mass matrix) during warmup, as it does alone.
 Chains. Chain ``c`` is seeded with ``seed + c``, as in :mod:`pyrodiv.inference.baselines`.
 ``"rwmh"`` and ``"gibbs"`` chains run one after another in this process.
 
-Example::
+Example (the talk's two-component mixture, its assignment site ``z`` kept)::
 
     >>> import torch, pyro, pyro.distributions as dist
     >>> from pyro.ops.indexing import Vindex
@@ -49,7 +49,7 @@ Example::
     ...         z = pyro.sample("z", dist.Categorical(torch.stack([1 - w, w], -1)))
     ...         pyro.sample("x", dist.Normal(Vindex(torch.tensor([-1.0, 1.0]))[z], 1.0), obs=x)
     >>> idata = run_mcmc(mixture, torch.randn(8), kernel="gibbs", num_samples=100,
-    ...                  warmup_steps=100)
+    ...                  warmup_steps=100, kernel_kwargs={"continuous": "rwmh"})
     >>> idata.posterior["z"].shape, str(idata.posterior["z"].dtype)
     ((1, 100, 8), 'int64')
 """
@@ -192,14 +192,20 @@ class GibbsKernel(MCMCKernel):
     ``pyro.infer.MCMC(GibbsKernel(model), ...).get_samples()`` gives the discrete sites in
     their own dtype. Diagnostics (acceptance rate, HMC divergences) are the inner kernel's.
 
-    Example::
+    Example (a coin ``c`` chooses the prior mean of ``mu``)::
 
+        >>> import torch, pyro, pyro.distributions as dist
         >>> from pyro.infer import MCMC
-        >>> mcmc = MCMC(GibbsKernel(mixture, continuous="rwmh"), num_samples=50,
+        >>> def model(y):
+        ...     c = pyro.sample("c", dist.Bernoulli(0.5))
+        ...     mu = pyro.sample("mu", dist.Normal(4.0 * c - 2.0, 1.0))
+        ...     with pyro.plate("data", len(y)):
+        ...         pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> mcmc = MCMC(GibbsKernel(model, continuous="rwmh"), num_samples=50,
         ...             warmup_steps=50, disable_progbar=True)
-        >>> mcmc.run(torch.randn(8))
-        >>> mcmc.get_samples()["z"].shape
-        torch.Size([50, 8])
+        >>> mcmc.run(torch.zeros(3))
+        >>> mcmc.get_samples()["c"].shape
+        torch.Size([50])
     """
 
     def __init__(
@@ -449,6 +455,7 @@ def run_mcmc(
 
     Example::
 
+        >>> import torch, pyro, pyro.distributions as dist
         >>> def model(y):
         ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
         ...     with pyro.plate("data", len(y)):

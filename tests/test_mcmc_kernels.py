@@ -1,0 +1,272 @@
+"""run_mcmc's random-walk MH and Gibbs kernels against exact posteriors.
+
+Monte Carlo errors are ArviZ's MCSE (from the effective sample size, through the adapter);
+every comparison allows 4 of them. Exact values: the conjugate Normal-Normal posterior, the
+Normal-Normal model whose prior mean is chosen by a discrete coin (a two-component posterior
+in closed form), and a two-component Gaussian mixture with known components, its weight
+``w ~ Beta(2, 2)`` and one assignment per point, by Gauss-Legendre quadrature over ``w``
+(the integrands are polynomials in ``w`` of degree <= 14, so 40 nodes are exact).
+"""
+
+import doctest
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from normal_normal import M0, S0, SIGMA, normal_data, normal_model, normal_posterior
+from pyro.infer import MCMC, config_enumerate
+from pyro.ops.indexing import Vindex
+
+import pyrodiv.inference.mcmc_kernels as mcmc_kernels
+from pyrodiv.inference import arviz_adapter
+from pyrodiv.inference.mcmc_kernels import GibbsKernel, run_mcmc
+
+# ---------------------------------------------------------------- models and exact posteriors
+
+# Plain numbers: tensors made at import would be float32 (the tests run in float64).
+LOCS, SCALE, PRIOR_W = (-1.0, 1.0), 1.0, (2.0, 2.0)
+
+
+def mix_data():
+    return torch.linspace(-2.0, 2.5, 12)
+
+
+@config_enumerate
+def mixture(x):
+    """The talk's two-component Gaussian mixture with its assignment site kept."""
+    w = pyro.sample("w", dist.Beta(*PRIOR_W))
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Categorical(torch.stack([1 - w, w], -1)))
+        pyro.sample("x", dist.Normal(Vindex(torch.tensor(LOCS))[..., z], SCALE), obs=x)
+
+
+def mixture_exact(x):
+    """Posterior mean and sd of w, and p(z_i = 1 | x), by quadrature over w in (0, 1)."""
+    nodes, weights = np.polynomial.legendre.leggauss(40)
+    w = torch.as_tensor((nodes + 1) / 2)[:, None]
+    log_lik = dist.Normal(torch.tensor(LOCS)[:, None, None], SCALE).log_prob(x)  # (2, 1, N)
+    log_terms = torch.stack([(1 - w).log() + log_lik[0], w.log() + log_lik[1]])  # (2, Q, N)
+    log_post = dist.Beta(*PRIOR_W).log_prob(w[:, 0]) + log_terms.logsumexp(0).sum(-1)
+    post = torch.as_tensor(weights) * (log_post - log_post.max()).exp()
+    post = post / post.sum()
+    mean = (post * w[:, 0]).sum()
+    sd = ((post * (w[:, 0] - mean) ** 2).sum()).sqrt()
+    z_one = (post[:, None] * (log_terms[1] - log_terms.logsumexp(0)).exp()).sum(0)
+    return float(mean), float(sd), z_one
+
+
+PRIOR_MEANS, PRIOR_PROBS = (-1.0, 2.0), (0.3, 0.7)
+
+
+def coin_model(y):
+    """Normal-Normal with its prior mean chosen by a discrete site k (outside any plate)."""
+    k = pyro.sample("k", dist.Categorical(torch.tensor(PRIOR_PROBS)))
+    mu = pyro.sample("mu", dist.Normal(torch.tensor(PRIOR_MEANS)[k], S0))
+    with pyro.plate("data", y.shape[-1]):
+        pyro.sample("y", dist.Normal(mu, SIGMA), obs=y)
+
+
+def coin_exact(y, prior_means=PRIOR_MEANS):
+    """p(k = 1 | y) and the posterior mean and sd of mu (a two-component Normal mixture)."""
+    n, prior_means, prior_probs = len(y), torch.tensor(prior_means), torch.tensor(PRIOR_PROBS)
+    log_evidence = dist.Normal(prior_means, (S0**2 + SIGMA**2 / n) ** 0.5).log_prob(y.mean())
+    p_k = (prior_probs.log() + log_evidence).softmax(-1)
+    precision = 1 / S0**2 + n / SIGMA**2
+    means = (prior_means / S0**2 + y.sum() / SIGMA**2) / precision
+    mean = (p_k * means).sum()
+    var = 1 / precision + (p_k * means**2).sum() - mean**2
+    return float(p_k[1]), float(mean), float(var.sqrt())
+
+
+def assert_within_mcse(idata, var, exact_mean, exact_sd=None, k=4.0):
+    table = arviz_adapter.summary(idata, var_names=[var], round_to="none")
+    mean, mcse_mean = table["mean"].to_numpy(), table["mcse_mean"].to_numpy()
+    exact_mean = np.broadcast_to(np.asarray(exact_mean, dtype=float), mean.shape)
+    assert np.all(np.abs(mean - exact_mean) < k * mcse_mean), (mean, exact_mean, mcse_mean)
+    if exact_sd is not None:
+        sd, mcse_sd = table["sd"].to_numpy(), table["mcse_sd"].to_numpy()
+        assert np.all(np.abs(sd - exact_sd) < k * mcse_sd), (sd, exact_sd, mcse_sd)
+    return table
+
+
+# ---------------------------------------------------------------- posteriors
+
+
+def test_rwmh_reaches_the_normal_normal_posterior():
+    y = normal_data()
+    mean, sd = normal_posterior(y)
+    idata = run_mcmc(
+        normal_model,
+        y,
+        kernel="rwmh",
+        num_samples=3000,
+        warmup_steps=1000,
+        kernel_kwargs={"init_step_size": 0.5},
+    )
+    table = assert_within_mcse(idata, "mu", float(mean), sd)
+    assert table["ess_bulk"].item() > 300  # the MCSE rests on enough independent draws
+    assert idata.attrs["sampler"] == "RWMH"
+    # The step size was adapted towards Pyro's target acceptance rate 0.234.
+    assert 0.15 < idata.attrs["acceptance_rate"][0] < 0.45
+    assert idata.log_likelihood["y"].shape == (1, 3000, len(y))
+    assert idata.posterior["mu_doubled"].shape == (1, 3000)
+
+
+def test_gibbs_on_normal_normal_with_a_discrete_prior_mean():
+    # k | mu is drawn exactly; mu | k by HMC with two leapfrog steps of a fixed size.
+    y = normal_data()
+    p_k1, mean, sd = coin_exact(y)
+    assert 0.2 < p_k1 < 0.8  # both prior means keep posterior mass: k must move
+    idata = run_mcmc(
+        coin_model,
+        y,
+        kernel="gibbs",
+        num_samples=2000,
+        warmup_steps=300,
+        kernel_kwargs={
+            "continuous": "hmc",
+            "continuous_kwargs": {"step_size": 0.5, "num_steps": 2, "adapt_step_size": False},
+        },
+    )
+    assert_within_mcse(idata, "mu", mean, sd)
+    table = assert_within_mcse(idata, "k", p_k1)
+    assert table["ess_bulk"].item() > 200
+    assert idata.posterior["k"].dtype == np.int64
+    assert idata.attrs["sampler"] == "Gibbs" and not idata.sample_stats["diverging"].any()
+
+
+def test_gibbs_mixture_weight_and_assignments_match_quadrature():
+    w_mean, w_sd, z_one = mixture_exact(mix_data())
+    assert 0.02 < z_one.min() and z_one.max() < 0.995
+    idata = run_mcmc(
+        mixture,
+        mix_data(),
+        kernel="gibbs",
+        num_samples=2500,
+        warmup_steps=500,
+        seed=1,
+        kernel_kwargs={"continuous": "rwmh", "continuous_kwargs": {"init_step_size": 0.5}},
+    )
+    table = assert_within_mcse(idata, "w", w_mean, w_sd)
+    assert table["ess_bulk"].item() > 200
+    assert_within_mcse(idata, "z", z_one.numpy())
+    assert idata.posterior["z"].shape == (1, 2500, len(mix_data()))
+    # The pointwise log likelihood is read at the drawn assignments.
+    z = torch.as_tensor(idata.posterior["z"].values[0, :5])
+    expected = dist.Normal(torch.tensor(LOCS)[z], SCALE).log_prob(mix_data())
+    assert torch.allclose(torch.as_tensor(idata.log_likelihood["x"].values[0, :5]), expected)
+
+
+def test_gibbs_conditional_is_the_closed_form():
+    # p(z_i = 1 | w, x) = w N(x_i; 1, 1) / ((1 - w) N(x_i; -1, 1) + w N(x_i; 1, 1)), exactly.
+    kernel = GibbsKernel(mixture, continuous="rwmh")
+    kernel.setup(0, mix_data())
+    assert kernel.discrete_sites == ["z"] and kernel.continuous_sites == ["w"]
+    w = torch.tensor(0.3)
+    params = dict(kernel.initial_params, w=kernel.transforms["w"](w))
+    log_probs, values = kernel.conditional_log_probs("z", params)
+    lik = dist.Normal(torch.tensor(LOCS)[:, None], SCALE).log_prob(mix_data()).exp()
+    expected = torch.stack([(1 - w) * lik[0], w * lik[1]], -1)
+    expected = expected / expected.sum(-1, keepdim=True)
+    assert values.tolist() == [0, 1]
+    assert torch.allclose(log_probs.exp(), expected, atol=1e-12)
+
+
+def test_gibbs_kernel_in_pyro_mcmc_keeps_integer_draws():
+    with pyro.poutine.block():
+        pyro.set_rng_seed(0)
+        mcmc = MCMC(
+            GibbsKernel(coin_model, continuous="rwmh"),
+            num_samples=20,
+            warmup_steps=10,
+            disable_progbar=True,
+        )
+        mcmc.run(normal_data())
+    samples = mcmc.get_samples()
+    assert samples["k"].dtype == torch.long and samples["k"].shape == (20,)
+    assert set(samples["k"].tolist()) <= {0, 1}
+
+
+def test_chains_are_seeded_and_reproducible():
+    y = normal_data()
+    options = dict(kernel="rwmh", num_samples=50, warmup_steps=20, num_chains=2, seed=3)
+    a = run_mcmc(normal_model, y, **options)
+    b = run_mcmc(normal_model, y, **options)
+    draws = a.posterior["mu"].values
+    assert draws.shape == (2, 50) and not np.allclose(draws[0], draws[1])
+    assert np.array_equal(draws, b.posterior["mu"].values)
+    assert a.attrs["seed"] == 3 and a.attrs["chain_method"] == "sequential"
+
+
+def test_nuts_through_run_mcmc_matches_run_nuts():
+    y = normal_data()
+    idata = run_mcmc(normal_model, y, kernel="NUTS", num_samples=20, warmup_steps=20)
+    assert idata.attrs["sampler"] == "NUTS" and idata.posterior["mu"].shape == (1, 20)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def no_latent(y):
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(0.0, 1.0), obs=y)
+
+
+def poisson_model():
+    pyro.sample("n", dist.Poisson(3.0))
+
+
+def unplated_discrete():
+    pyro.sample("z", dist.Bernoulli(0.5 * torch.ones(3)))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: run_mcmc(normal_model, torch.zeros(3), kernel="slice"), "kernel must be one of"),
+        (lambda: run_mcmc(normal_model, torch.zeros(3), kernel=None), "kernel must be one of"),
+        (lambda: run_mcmc(no_latent, torch.zeros(3), kernel="rwmh"), "no latent sample sites"),
+        (lambda: run_mcmc(no_latent, torch.zeros(3), kernel="gibbs"), "no latent sample sites"),
+        (lambda: run_mcmc(normal_model, torch.zeros(3), num_samples=0), "num_samples"),
+        (lambda: run_mcmc(normal_model, torch.zeros(3), num_samples=-5), "num_samples"),
+        (lambda: run_mcmc(normal_model, torch.zeros(3), warmup_steps=-1), "warmup_steps"),
+        (lambda: run_mcmc(mixture, mix_data(), kernel="nuts"), r"discrete latent site.*'z'"),
+        (lambda: run_mcmc(mixture, mix_data(), kernel="rwmh"), "kernel='gibbs'"),
+        (lambda: run_mcmc(poisson_model, kernel="gibbs"), "'n'.*cannot be enumerated"),
+        (lambda: run_mcmc(unplated_discrete, kernel="gibbs"), "'z'.*outside any pyro.plate"),
+        (
+            lambda: run_mcmc(mixture, mix_data(), kernel="gibbs", kernel_kwargs={"inner": "hmc"}),
+            "kernel_kwargs",
+        ),
+        (
+            lambda: run_mcmc(
+                mixture, mix_data(), kernel="gibbs", kernel_kwargs={"continuous": "slice"}
+            ),
+            "continuous must be one of",
+        ),
+    ],
+)
+def test_bad_input_raises_a_value_error_naming_it(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_docstring_examples_run():
+    assert doctest.testmod(mcmc_kernels).failed == 0
+
+
+def test_exact_values_are_consistent():
+    # The quadrature reproduces the prior when the data say nothing (no points), and the coin
+    # model's closed form reduces to the conjugate posterior when both prior means agree.
+    mean, sd, _ = mixture_exact(torch.zeros(0))
+    a, b = PRIOR_W
+    assert math.isclose(mean, a / (a + b), rel_tol=1e-12)
+    assert math.isclose(sd, math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1))), rel_tol=1e-12)
+    y = normal_data()
+    _, mean, sd = coin_exact(y, prior_means=(M0, M0))
+    exact_mean, exact_sd = normal_posterior(y)
+    assert math.isclose(mean, float(exact_mean), rel_tol=1e-12)
+    assert math.isclose(sd, exact_sd, rel_tol=1e-12)
