@@ -1,38 +1,23 @@
 r"""Expectation-maximization for a 1-D Gaussian mixture, next to gradient maximum likelihood.
 
-The talk's mixture :math:`z \sim \mathrm{Categorical}(\pi)`,
-:math:`x \mid z = k \sim N(\mu_k, v_k)` (variances :math:`v_k`) has the log-likelihood
+The talk's mixture :math:`z \sim \mathrm{Categorical}(\pi)`, :math:`x \mid z = k \sim
+N(\mu_k, v_k)` (variances :math:`v_k`) has the log-likelihood
+:math:`\ell(\theta) = \sum_i \log \sum_k \pi_k N(x_i; \mu_k, v_k)`. Two ways climb it to the same
+maximum:
 
-.. math::
+* :func:`em_gaussian_mixture`, the classic EM: coordinate ascent on the ELBO
+  :math:`\mathcal L(q, \theta) = \ell(\theta) - \mathrm{KL}(q(z)\,\|\,p(z\mid x,\theta))`. The
+  E-step sets :math:`q` to the exact posterior over the assignments (the bound touches
+  :math:`\ell`), the M-step maximizes the bound over :math:`\theta` in closed form, so
+  :math:`\ell` never decreases.
+* :func:`gradient_mle_gaussian_mixture`: the data as a
+  :class:`~pyrodiv.divergences.targets.SampleTarget`, a guide whose one site is a
+  ``MixtureSameFamily`` with learnable logits, locs and scales, and :class:`pyrodiv.CrossEntropy`
+  (:math:`-\mathbb E_P[\log q]`, maximum likelihood on :math:`P`'s draws) in the ordinary
+  :class:`pyro.infer.SVI` loop.
 
-    \ell(\theta) = \sum_{i=1}^n \log \sum_{k=1}^K \pi_k\, N(x_i; \mu_k, v_k).
-
-Two ways climb it to the same maximum:
-
-* :func:`em_gaussian_mixture`, the classic EM. The **E-step** computes the responsibilities
-  :math:`r_{ik} = p(z_i = k \mid x_i, \theta)` in log space,
-  :math:`\log r_{ik} = \log\pi_k + \log N(x_i;\mu_k,v_k) - \operatorname{logsumexp}_j(\dots)`;
-  the **M-step** maximizes :math:`\sum_{ik} r_{ik}\log[\pi_k N(x_i;\mu_k,v_k)]` in closed form,
-  with :math:`N_k = \sum_i r_{ik}`:
-
-  .. math::
-
-      \pi_k = N_k / n, \qquad \mu_k = \frac{1}{N_k}\sum_i r_{ik} x_i, \qquad
-      v_k = \frac{1}{N_k}\sum_i r_{ik} (x_i - \mu_k)^2.
-
-  EM is coordinate ascent on the ELBO
-  :math:`\mathcal L(q, \theta) = \mathbb E_{q(z)}[\log p(x, z\mid\theta) - \log q(z)]
-  = \ell(\theta) - \mathrm{KL}(q(z)\,\|\,p(z\mid x,\theta))`: the E-step sets :math:`q` to the
-  exact posterior (the KL is 0, the bound touches :math:`\ell`), the M-step raises the bound in
-  :math:`\theta`, so :math:`\ell` never decreases.
-* :func:`gradient_mle_gaussian_mixture`: the same model as a guide-free Pyro fit. The data are a
-  :class:`~pyrodiv.divergences.targets.SampleTarget`, the guide's one site is a
-  ``MixtureSameFamily`` with learnable logits, locs and scales, and
-  :class:`pyrodiv.CrossEntropy` (:math:`H(P, Q) = -\mathbb E_P[\log q]`, maximum likelihood on
-  :math:`P`'s draws) is minimized by the ordinary :class:`pyro.infer.SVI` loop.
-
-:func:`plot_em_vs_gradient` draws both log-likelihood traces on the talk's 2- and
-3-component mixtures.
+:func:`plot_em_vs_gradient` draws both log-likelihood traces on the talk's 2- and 3-component
+mixtures.
 
 Example::
 
@@ -57,23 +42,19 @@ from ..validation import check_int
 
 _LOG_2PI = math.log(2.0 * math.pi)
 INIT_OPTIONS = ("quantile", "spread", "random")
+GRADIENT = "gradient MLE (CrossEntropy)"
+MIXTURE_KEYS = ("weights", "means", "variances")
 
 
 @dataclass
 class MixtureFit:
     r"""A fitted 1-D Gaussian mixture :math:`\sum_k \pi_k N(\mu_k, v_k)` and how it was reached.
 
-    :ivar weights: :math:`\pi`, shape ``(K,)``.
-    :ivar means: :math:`\mu`, shape ``(K,)``.
-    :ivar variances: :math:`v`, shape ``(K,)``.
-    :ivar log_likelihood: :math:`\ell` (summed over the points) at the fitted parameters.
-    :ivar trace: :math:`\ell` at the start and after each EM iteration or SVI step,
-        length ``num_iterations + 1``.
-    :ivar method: ``"EM"`` or ``"gradient MLE (CrossEntropy)"``.
-    :ivar num_iterations: EM iterations or SVI steps taken.
-    :ivar converged: whether the stopping rule was met (EM: the gain per point fell under
-        ``tol``; gradient MLE: the score per point fell under ``gtol``).
-    :ivar num_points: :math:`n`.
+    ``weights``, ``means``, ``variances``: shape ``(K,)``; ``log_likelihood``: :math:`\ell`
+    (summed over the ``num_points`` points) at the fit; ``trace``: :math:`\ell` at the start and
+    after each EM iteration or SVI step; ``converged``: the stopping rule was met (EM: the gain
+    per point fell under ``tol``; gradient MLE: the score per point under ``gtol``);
+    ``collapsed``: the components held at (EM) or found under (gradient) the variance floor.
     """
 
     weights: torch.Tensor
@@ -113,9 +94,7 @@ def _check_data(x) -> torch.Tensor:
         try:
             x = torch.as_tensor(x)
         except (TypeError, ValueError, RuntimeError) as error:
-            raise ValueError(
-                f"x must be a 1-D tensor of numbers, got {type(x).__name__}"
-            ) from error
+            raise ValueError(f"x must be a 1-D tensor, not {type(x).__name__}") from error
     if x.dim() != 1:
         raise ValueError(f"x must be 1-D (one number per data point), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
@@ -134,12 +113,17 @@ def _check_components(num_components, n: int) -> int:
     return k
 
 
+def _positive(value, name: str, zero: bool = False) -> float:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not (value >= 0 if zero else value > 0):
+        raise ValueError(f"{name} must be a number {'>=' if zero else '>'} 0, got {value!r}")
+    return float(value)
+
+
 def _default_floor(x: torch.Tensor, min_variance) -> float:
     if min_variance is None:
         return 1e-6 * float(x.var())
-    if not (isinstance(min_variance, int | float) and min_variance > 0):
-        raise ValueError(f"min_variance must be a positive number, got {min_variance!r}")
-    return float(min_variance)
+    return _positive(min_variance, "min_variance")
 
 
 def initial_parameters(x, num_components: int, init=None, seed: int = 0) -> dict:
@@ -162,44 +146,33 @@ def initial_parameters(x, num_components: int, init=None, seed: int = 0) -> dict
     """
     x = _check_data(x)
     k = _check_components(num_components, x.numel())
-    n, dtype = x.numel(), x.dtype
+    weights = torch.full((k,), 1.0 / k, dtype=x.dtype)
+    variances = torch.full((k,), float(x.var()), dtype=x.dtype)
     if init is None or init == "quantile":
         bins = torch.sort(x).values.tensor_split(k)
         means = torch.stack([b.mean() for b in bins])
         variances = torch.stack([b.var(unbiased=False) for b in bins])
         variances = variances.clamp_min(max(1e-3 * float(x.var()), 1e-12))
-        weights = torch.full((k,), 1.0 / k, dtype=dtype)
     elif init == "spread":
-        offsets = (
-            torch.linspace(-0.5, 0.5, k, dtype=dtype) if k > 1 else torch.zeros(1, dtype=dtype)
-        )
-        means = x.mean() + x.std() * offsets
-        variances = torch.full((k,), float(x.var()), dtype=dtype)
-        weights = torch.full((k,), 1.0 / k, dtype=dtype)
+        means = x.mean() + x.std() * torch.linspace(-0.5, 0.5, k, dtype=x.dtype) * (k > 1)
     elif init == "random":
         generator = torch.Generator().manual_seed(seed)
-        means = x[torch.randperm(n, generator=generator)[:k]]
-        variances = torch.full((k,), float(x.var()), dtype=dtype)
-        weights = torch.full((k,), 1.0 / k, dtype=dtype)
+        means = x[torch.randperm(x.numel(), generator=generator)[:k]]
     elif isinstance(init, dict):
-        missing = [key for key in ("weights", "means", "variances") if key not in init]
+        missing = [key for key in MIXTURE_KEYS if key not in init]
         if missing:
             raise ValueError(f"init is missing {missing}; give weights, means and variances")
-        weights, means, variances = (
-            torch.as_tensor(init[key], dtype=dtype).detach().clone()
-            for key in ("weights", "means", "variances")
-        )
-        for key, value in (("weights", weights), ("means", means), ("variances", variances)):
-            if value.shape != (k,):
-                raise ValueError(f"init[{key!r}] must have shape ({k},), got {tuple(value.shape)}")
-            if not torch.isfinite(value).all():
-                raise ValueError(f"init[{key!r}] contains NaN or inf")
-        if (weights <= 0).any() or (variances <= 0).any():
-            raise ValueError("init's weights and variances must be positive")
+        start = {key: torch.as_tensor(init[key], dtype=x.dtype).detach() for key in MIXTURE_KEYS}
+        for key, value in start.items():
+            if value.shape != (k,) or not torch.isfinite(value).all():
+                raise ValueError(f"init[{key!r}] must be {k} finite numbers, got {value}")
+            if key != "means" and (value <= 0).any():
+                raise ValueError(f"init[{key!r}] must be positive, got {value}")
+        weights, means, variances = (start[key].clone() for key in MIXTURE_KEYS)
         weights = weights / weights.sum()
     else:
         raise ValueError(f"init must be None, one of {INIT_OPTIONS} or a dict, got {init!r}")
-    return {"weights": weights, "means": means, "variances": variances}
+    return dict(zip(MIXTURE_KEYS, (weights, means, variances), strict=True))
 
 
 def _log_joint(x, log_weights, means, variances) -> torch.Tensor:
@@ -223,13 +196,10 @@ def mixture_log_likelihood(x, weights, means, variances) -> torch.Tensor:
 
 
 def _warn_collapse(method: str, k: int, variance: float, floor: float, fix: str):
-    warnings.warn(
-        f"{method}: mixture component {k} collapsed onto one point (variance {variance:.3g} under "
-        f"the floor {floor:.3g}); the likelihood is unbounded there, so {fix}. Try another init, "
-        "fewer components or a larger min_variance",
-        UserWarning,
-        stacklevel=3,
-    )
+    message = f"{method}: mixture component {k} collapsed onto one point (variance "
+    message += f"{variance:.3g} under the floor {floor:.3g}); the likelihood is unbounded there, "
+    message += f"so {fix}. Try another init, fewer components or a larger min_variance"
+    warnings.warn(message, UserWarning, stacklevel=3)
 
 
 # ---- EM ----------------------------------------------------------------------------------
@@ -259,14 +229,10 @@ def em_gaussian_mixture(
     :math:`v_k \ge` ``min_variance``, so :math:`\ell` still never decreases. A component left with
     no responsibility keeps its mean and variance, with weight 0, and a warning.
 
-    :param x: the data, a 1-D tensor.
-    :param num_components: :math:`K \ge 1`.
-    :param init: the start (:func:`initial_parameters`).
-    :param max_iter: the most EM iterations.
-    :param tol: stop when an iteration raises :math:`\ell / n` by less than this.
-    :param seed: for ``init="random"``.
-    :param min_variance: the variance floor.
-    :returns: a :class:`MixtureFit` whose ``trace`` holds :math:`\ell` at the start and after
+    :param x: the data, a 1-D tensor; ``num_components``: :math:`K \ge 1`.
+    :param init: the start (:func:`initial_parameters`); ``seed``: for ``init="random"``.
+    :param max_iter: the most iterations; ``tol``: stop when one raises :math:`\ell/n` by less.
+    :returns: a :class:`MixtureFit`; its ``trace`` holds :math:`\ell` at the start and after
         each iteration.
 
     Example::
@@ -280,8 +246,7 @@ def em_gaussian_mixture(
     n = x.numel()
     k = _check_components(num_components, n)
     max_iter = check_int(max_iter, "max_iter", 0)
-    if not (isinstance(tol, int | float) and tol >= 0):
-        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    tol = _positive(tol, "tol", zero=True)
     floor = _default_floor(x, min_variance)
     start = initial_parameters(x, k, init, seed)
     log_w, means = start["weights"].log(), start["means"]
@@ -297,19 +262,14 @@ def em_gaussian_mixture(
     trace, converged = [ll], False
     for _ in range(max_iter):
         # M-step: closed form, from the log responsibilities
-        log_nk = torch.logsumexp(log_r, 0)
-        r = log_r.exp()
+        log_nk, r = torch.logsumexp(log_r, 0), log_r.exp()
         nk = log_nk.exp()
         alive = nk > 1e-12 * n
         for j in (~alive).nonzero().flatten().tolist():
             if j not in empty:
                 empty.add(j)
-                warnings.warn(
-                    f"EM: mixture component {j} has no responsibility left (weight ~0); it "
-                    "keeps its mean and variance. Try another init or fewer components",
-                    UserWarning,
-                    stacklevel=2,
-                )
+                message = f"EM: mixture component {j} has no responsibility left (weight ~0)"
+                warnings.warn(f"{message}; try another init or fewer components", stacklevel=2)
         log_w = log_nk - math.log(n)
         safe_nk = torch.where(alive, nk, torch.ones_like(nk))
         new_means = (r * x[:, None]).sum(0) / safe_nk
@@ -327,24 +287,12 @@ def em_gaussian_mixture(
             converged = True
             break
     if not converged and max_iter > 0:
-        warnings.warn(
-            f"EM stopped after max_iter={max_iter} iterations, the log-likelihood still rising "
-            f"by {(trace[-1] - trace[-2]) / n:.3g} per point (tol={tol:g}); raise max_iter or tol",
-            UserWarning,
-            stacklevel=2,
-        )
-    return MixtureFit(
-        weights=log_w.exp(),
-        means=means,
-        variances=variances,
-        log_likelihood=trace[-1],
-        trace=torch.tensor(trace, dtype=torch.float64),
-        method="EM",
-        num_iterations=len(trace) - 1,
-        converged=converged,
-        num_points=n,
-        collapsed=sorted(collapsed),
-    )
+        gain = (trace[-1] - trace[-2]) / n
+        message = f"EM stopped at max_iter={max_iter}, the log-likelihood rising by {gain:.3g}"
+        warnings.warn(f"{message} per point (tol={tol:g}); raise max_iter or tol", stacklevel=2)
+    trace = torch.tensor(trace, dtype=torch.float64)
+    fit = (log_w.exp(), means, variances, trace[-1].item(), trace, "EM", len(trace) - 1)
+    return MixtureFit(*fit, converged, n, sorted(collapsed))
 
 
 # ---- gradient MLE through pyrodiv's CrossEntropy -------------------------------------------
@@ -363,7 +311,7 @@ def mixture_guide(num_components: int, init: dict, num_points: int | None = None
         >>> guide().shape
         torch.Size([])
     """
-    k = check_int(num_components, "num_components", 1)
+    check_int(num_components, "num_components", 1)
 
     def guide(*args, **kwargs):
         logits = pyro.param("mixture_logits", init["weights"].log().clone())
@@ -376,7 +324,6 @@ def mixture_guide(num_components: int, init: dict, num_points: int | None = None
             mix = mix.expand([num_points]).to_event(1)
         return pyro.sample("x", mix)
 
-    guide.num_components = k
     return guide
 
 
@@ -413,18 +360,10 @@ def gradient_mle_gaussian_mixture(
     :math:`-\ell`; with a ``batch_size`` each step draws that many points with replacement (the
     stochastic gradient of the same objective, ``num_particles=batch_size``).
 
-    :param x: the data, a 1-D tensor.
-    :param num_components: :math:`K \ge 1`.
-    :param steps: SVI steps.
-    :param lr: the first learning rate; ``final_lr`` the last.
-    :param batch_size: points per step, or ``None`` for all of them.
-    :param init: the start (:func:`initial_parameters`), as for EM.
-    :param seed: the seed of ``init="random"`` and of the minibatches.
-    :param gtol: ``converged`` means the largest score per point is under this at the end.
-    :param min_variance: a fitted variance under this (default :math:`10^{-6}` times the data's
-        variance) is warned of as a collapsed component.
-    :returns: a :class:`MixtureFit` whose ``trace`` holds :math:`\ell` at the start and after
-        each step (computed exactly, on all the points).
+    ``x``, ``num_components``, ``init``, ``seed`` (also of the minibatches) and
+    ``min_variance`` (here only warned of) are as for :func:`em_gaussian_mixture`; ``converged``
+    means that the largest score per point ends under ``gtol``, else a warning. The ``trace``
+    holds :math:`\ell` at the start and after each step (exact, on all the points).
 
     Example::
 
@@ -442,9 +381,7 @@ def gradient_mle_gaussian_mixture(
     steps = check_int(steps, "steps", 0)
     if batch_size is not None:
         batch_size = check_int(batch_size, "batch_size", 1)
-    for name, value in (("lr", lr), ("final_lr", final_lr)):
-        if not (isinstance(value, int | float) and value > 0):
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    lr, final_lr = _positive(lr, "lr"), _positive(final_lr, "final_lr")
     floor = _default_floor(x, min_variance)
     start = initial_parameters(x, k, init, seed)
     if batch_size is None:
@@ -461,27 +398,18 @@ def gradient_mle_gaussian_mixture(
     optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": decay, "clip_norm": 1e6})
     rng = pyro.util.get_rng_state()
     pyro.set_rng_seed(seed)
-    store = pyro.get_param_store()
     try:
-        with store.scope():
+        with pyro.get_param_store().scope():  # the user's param store is left as it was
             guide()  # create the params at the start
             svi = pyro.infer.SVI(target, guide, optim, loss)
-
-            def current():
-                logits = pyro.param("mixture_logits").detach()
-                locs = pyro.param("mixture_locs").detach()
-                scales = pyro.param("mixture_scales").detach()
-                return logits, locs, scales
-
-            def loglik():
-                logits, locs, scales = current()
-                return float(mixture_log_likelihood(x, logits.softmax(-1), locs, scales**2))
-
-            trace = [loglik()]
-            for _ in range(steps):
-                svi.step()
-                trace.append(loglik())
-            logits, locs, scales = current()
+            names = ("mixture_logits", "mixture_locs", "mixture_scales")
+            trace = []
+            for step in range(steps + 1):
+                if step:
+                    svi.step()
+                logits, locs, scales = (pyro.param(name).detach() for name in names)
+                ll = mixture_log_likelihood(x, logits.softmax(-1), locs, scales**2)
+                trace.append(float(ll))
     finally:
         pyro.util.set_rng_state(rng)
     score = _score_per_point(x, logits, locs, scales.log())
@@ -489,31 +417,33 @@ def gradient_mle_gaussian_mixture(
     variances = scales**2
     collapsed = (variances < floor).nonzero().flatten().tolist()
     for j in collapsed:
-        _warn_collapse(
-            "gradient MLE (CrossEntropy)", j, float(variances[j]), floor, "the fit is degenerate"
-        )
+        _warn_collapse(GRADIENT, j, float(variances[j]), floor, "the fit is degenerate")
     if not converged and steps > 0 and not collapsed:
+        message = f"{GRADIENT} stopped after {steps} steps, the score {score:.3g} per point "
         warnings.warn(
-            f"gradient MLE (CrossEntropy) stopped after {steps} steps with a score of {score:.3g} "
-            f"per point (gtol={gtol:g}); try more steps, a larger lr, or EM",
-            UserWarning,
-            stacklevel=2,
+            f"{message}(gtol={gtol:g}); try more steps, a larger lr, or EM", stacklevel=2
         )
-    return MixtureFit(
-        weights=logits.softmax(-1),
-        means=locs,
-        variances=variances,
-        log_likelihood=trace[-1],
-        trace=torch.tensor(trace, dtype=torch.float64),
-        method="gradient MLE (CrossEntropy)",
-        num_iterations=steps,
-        converged=converged,
-        num_points=n,
-        collapsed=collapsed,
-    )
+    trace = torch.tensor(trace, dtype=torch.float64)
+    fit = (logits.softmax(-1), locs, variances, trace[-1].item(), trace, GRADIENT, steps)
+    return MixtureFit(*fit, converged, n, collapsed)
 
 
 # ---- the figure -----------------------------------------------------------------------------
+
+
+def draw_mixture(spec: dict, num_points: int, seed: int = 0) -> torch.Tensor:
+    r"""``num_points`` float64 draws of the mixture ``spec`` (``weights``, ``means`` and
+    ``variances``, as in :data:`pyrodiv.demo.mixtures.MIXTURES`), seeded.
+
+    Example::
+
+        >>> draw_mixture({"weights": [1.0], "means": [3.0], "variances": [1.0]}, 5).shape
+        torch.Size([5])
+    """
+    w, m, v = (torch.tensor(spec[key], dtype=torch.float64) for key in MIXTURE_KEYS)
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.multinomial(w, num_points, replacement=True, generator=generator)
+    return m[z] + v[z].sqrt() * torch.randn(num_points, generator=generator, dtype=torch.float64)
 
 
 def plot_em_vs_gradient(
@@ -528,19 +458,18 @@ def plot_em_vs_gradient(
     name: str = "em_vs_gradient.png",
 ) -> dict:
     r"""The log-likelihood per point against EM iteration and against SVI step of gradient MLE
-    (``CrossEntropy``), from the same start, on ``num_points`` draws of each mixture (by default
-    the talk's: the bimodal :math:`\tfrac12 N(-7, 1.4) + \tfrac12 N(7, 1.4)` and the
-    3-component :math:`0.2\,N(-6, 1) + 0.5\,N(0, 2.5) + 0.3\,N(5, 0.8)`). A dashed line marks
-    the log-likelihood at the true parameters. Saves ``out_dir/name`` (PNG) when ``out_dir`` is
-    given.
+    (``CrossEntropy``), from the same ``init``, on ``num_points`` draws of each mixture (default:
+    the talk's two, :data:`pyrodiv.demo.mixtures.MIXTURES`: the bimodal
+    :math:`\tfrac12 N(-7, 1.4) + \tfrac12 N(7, 1.4)` and
+    :math:`0.2\,N(-6, 1) + 0.5\,N(0, 2.5) + 0.3\,N(5, 0.8)`), with the log-likelihood at the
+    true parameters dashed. Saves ``out_dir/name`` (PNG) when ``out_dir`` is given.
 
-    :returns: ``{mixture name: {"em": MixtureFit, "gradient": MixtureFit,
+    :returns: ``{mixture name: {"em": MixtureFit, "gradient": MixtureFit, "x": draws,
         "true_log_likelihood": float}, "figure": file name or None}``.
 
     Example::
 
-        >>> res = plot_em_vs_gradient(None, num_points=500, steps=200)  # doctest: +SKIP
-        >>> res["two_even"]["em"].means
+        >>> res = plot_em_vs_gradient("figures", num_points=500, steps=300)  # doctest: +SKIP
     """
     from .output import new_figure, save_figure
 
@@ -548,44 +477,23 @@ def plot_em_vs_gradient(
         from ..demo.mixtures import MIXTURES as mixtures  # the talk's two mixtures
     result = {}
     fig, axes = new_figure(1, len(mixtures), size=(6.0 * len(mixtures), 4.0), squeeze=False)
-    for index, (label, spec) in enumerate(mixtures.items()):
-        weights = torch.tensor(spec["weights"], dtype=torch.float64)
-        means = torch.tensor(spec["means"], dtype=torch.float64)
-        variances = torch.tensor(spec["variances"], dtype=torch.float64)
-        generator = torch.Generator().manual_seed(seed + index)
-        z = torch.multinomial(weights, num_points, replacement=True, generator=generator)
-        x = means[z] + variances[z].sqrt() * torch.randn(
-            num_points, generator=generator, dtype=torch.float64
-        )
-        k = len(spec["weights"])
+    for ax, (index, (label, spec)) in zip(axes[0], enumerate(mixtures.items()), strict=True):
+        x, k = draw_mixture(spec, num_points, seed + index), len(spec["weights"])
         em = em_gaussian_mixture(x, k, init=init, seed=seed)
         grad = gradient_mle_gaussian_mixture(x, k, steps=steps, lr=lr, init=init, seed=seed)
-        true_ll = float(mixture_log_likelihood(x, weights, means, variances))
-        result[label] = {"em": em, "gradient": grad, "true_log_likelihood": true_ll, "x": x}
-        ax = axes[0, index]
-        ax.plot(
-            torch.arange(1, em.trace.numel() + 1),
-            em.trace / num_points,
-            "o-",
-            ms=3,
-            color="tab:blue",
-            label=f"EM ({em.num_iterations} iterations)",
-        )
-        ax.plot(
-            torch.arange(1, grad.trace.numel() + 1),
-            grad.trace / num_points,
-            color="tab:red",
-            label=f"gradient MLE, CrossEntropy + SVI ({grad.num_iterations} steps)",
-        )
-        ax.axhline(
-            true_ll / num_points, ls="--", color="black", lw=1, label="at the true parameters"
-        )
-        ax.set_xscale("log")
-        ax.set_xlabel("EM iteration / SVI step (+1)")
-        ax.set_ylabel("log-likelihood per point")
+        truth = (torch.tensor(spec[key], dtype=torch.float64) for key in MIXTURE_KEYS)
+        true_ll = float(mixture_log_likelihood(x, *truth))
+        result[label] = {"em": em, "gradient": grad, "x": x, "true_log_likelihood": true_ll}
+        for fit, style, what in ((em, "o-", "iterations"), (grad, "-", "steps")):
+            steps_axis = torch.arange(1, fit.trace.numel() + 1)
+            tag = f"{fit.method} ({fit.num_iterations} {what})"
+            ax.plot(steps_axis, fit.trace / num_points, style, ms=3, label=tag)
+        ax.axhline(true_ll / num_points, ls="--", color="black", lw=1, label="true parameters")
         top = max(em.log_likelihood, grad.log_likelihood) / num_points
-        ax.set_ylim(top - 1.5, top + 0.1)
-        ax.set_title(f"{k} components, n = {num_points}", fontsize=10)
+        ax.set(
+            xscale="log", ylim=(top - 1.5, top + 0.1), title=f"{k} components, n = {num_points}"
+        )
+        ax.set(xlabel="EM iteration / SVI step (+1)", ylabel="log-likelihood per point")
         ax.legend(fontsize=8, loc="lower right")
     result["figure"] = save_figure(fig, out_dir, name)
     return result
