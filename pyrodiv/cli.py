@@ -28,6 +28,8 @@ GUIDES = (
     "AutoDiagonalNormal",
     "AutoMultivariateNormal",
     "AutoLowRankMultivariateNormal",
+    "auto",
+    "flow",
 )
 
 
@@ -251,7 +253,20 @@ def add_compare_parser(subparsers) -> None:
         help="seconds, not minutes: at most "
         + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in _QUICK.items()),
     )
-    parser.add_argument("--num-steps", type=positive_int, default=2000, help="SVI steps per loss")
+    parser.add_argument(
+        "--method",
+        default="approximate",
+        choices=("approximate", "svi"),
+        help="approximate: pyrodiv.approximate (warm start, whitening, automatic particles and "
+        "steps; --particles, --lr, --lr-decay and --init-scale unused); svi: plain SVI with "
+        "the options below",
+    )
+    parser.add_argument(
+        "--num-steps",
+        type=positive_int,
+        default=2000,
+        help="SVI steps per loss (with --method approximate: per stage, at most)",
+    )
     parser.add_argument("--particles", type=positive_int, default=32, help="particles per step")
     parser.add_argument(
         "--draws", type=positive_int, default=2000, help="draws from each fitted guide"
@@ -267,10 +282,11 @@ def add_compare_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--guide",
-        default="AutoNormal",
+        default=None,
         choices=GUIDES,
         metavar="GUIDE",
-        help=f"the autoguide: {', '.join(GUIDES)}",
+        help=f"the guide: {', '.join(GUIDES)} (auto and flow: --method approximate only; "
+        "default: auto with --method approximate, else AutoNormal)",
     )
     parser.add_argument(
         "--init-scale",
@@ -352,7 +368,8 @@ def _compare_command(args, model: str, losses: list[str], out: str) -> str:
     parts = ["pyrodiv compare", model, "--losses", ",".join(losses), "--out", out]
     parts += ["--quick"] if args.quick else []
     parts += ["--nuts"] if args.nuts else []
-    options = ("num_steps", "particles", "draws", "lr", "lr_decay", "guide", "init_scale")
+    options = ("method", "num_steps", "particles", "draws", "lr", "lr_decay", "guide")
+    options += ("init_scale",)
     for option in (*options, "seed"):
         parts += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     if args.nuts:
@@ -389,6 +406,10 @@ def run_compare_command(args) -> int:
         losses = check_loss_names([n.strip() for n in args.losses.split(",") if n.strip()])
     except ValueError as error:
         args.parser.error(str(error))
+    if args.guide is None:
+        args.guide = "auto" if args.method == "approximate" else "AutoNormal"
+    if args.guide in ("auto", "flow") and args.method != "approximate":
+        args.parser.error(f"argument --guide: {args.guide} needs --method approximate")
     options = {
         "num_steps": args.num_steps,
         "num_particles": args.particles,
@@ -406,7 +427,10 @@ def run_compare_command(args) -> int:
         args.parser.error(f"argument --out: {error}")
     torch.set_num_threads(args.threads)
     if not args.no_progress:
-        plan = f"{len(losses)} fit(s) of {options['num_steps']} steps: {', '.join(losses)}"
+        steps = f"{options['num_steps']} steps"
+        if args.method == "approximate":
+            steps = f"pyrodiv.approximate, guide {args.guide}, at most {steps} a stage"
+        plan = f"{len(losses)} fit(s) ({steps}): {', '.join(losses)}"
         if args.nuts:
             plan = (
                 f"NUTS first ({options['nuts_chains']} chain(s) of {options['nuts_warmup']} "
@@ -417,6 +441,7 @@ def run_compare_command(args) -> int:
         args.model,
         losses,
         nuts=args.nuts,
+        method=args.method,
         lr=args.lr,
         lr_decay=args.lr_decay,
         guide=args.guide,

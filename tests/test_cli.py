@@ -90,6 +90,8 @@ def no_work(monkeypatch):
         (["compare", "eight_schools", "--init-scale", "-1"], "--init-scale"),
         (["compare", "eight_schools", "--nuts-chains", "0"], "--nuts-chains"),
         (["compare", "eight_schools", "--guide", "AutoBogus"], "--guide"),
+        (["compare", "eight_schools", "--method", "svi", "--guide", "flow"], "--method approx"),
+        (["compare", "eight_schools", "--method", "mcmc"], "--method"),
         (["compare", "eight_schools", "--posteriordb", "/no/such/folder"], "--posteriordb"),
         (["compare", "no_such_model"], "unknown zoo model"),
         (["compare", "eight_schools", "--losses", "forward_kl,bogus"], "unknown loss names"),
@@ -168,5 +170,10 @@ def test_an_alias_is_reported_under_the_name_given(monkeypatch, capsys, tmp_path
         "--out out/compare/eight_schools_noncentered --quick"
     )
     assert calls["num_steps"] == 300  # --quick
-    assert out.startswith("pyrodiv compare eight_schools_noncentered: 1 fit(s) of 300 steps")
+    assert calls["method"] == "approximate" and calls["guide"] == "auto"  # the defaults
+    assert "--method approximate" in calls["command"] and "--guide auto" in calls["command"]
+    assert out.startswith(
+        "pyrodiv compare eight_schools_noncentered: 1 fit(s) (pyrodiv.approximate, guide auto, "
+        "at most 300 steps a stage)"
+    )
     assert "\neight_schools_noncentered (zoo: eight_schools), posterior" in out

@@ -65,12 +65,14 @@ __all__ = [
 
 #: Four divergences with four behaviours: mode-seeking, mass-covering, bounded, power family.
 DEFAULT_LOSSES = ("reverse_kl", "forward_kl", "jensen_shannon", "squared_hellinger")
-#: Autoguides selectable by name.
+#: Autoguides selectable by name (``"auto"`` and ``"flow"``: ``method="approximate"`` only).
 GUIDES = (
     "AutoNormal",
     "AutoDiagonalNormal",
     "AutoMultivariateNormal",
     "AutoLowRankMultivariateNormal",
+    "auto",
+    "flow",
 )
 #: Reference draws kept per chain of the posteriordb reference (10 chains of 1000 stored).
 REFERENCE_DRAWS_PER_CHAIN = 400
@@ -87,15 +89,16 @@ class ComparisonSettings:
         the posteriordb draws). The other one, when available, is compared like a method.
     :param method: ``"svi"`` (:func:`pyrodiv.fit` with the settings below) or
         ``"approximate"`` (:func:`pyrodiv.approximate`: warm start, automatic steps and
-        particles; ``num_steps``, ``num_particles``, ``lr``, ``lr_decay`` and ``init_scale``
-        are then not used).
+        particles; ``num_steps`` caps each stage's steps, and ``num_particles``, ``lr``,
+        ``lr_decay`` and ``init_scale`` are not used).
     :param num_steps: SVI steps.
     :param num_particles: vectorized particles per step.
     :param lr: Adam's learning rate, multiplied by ``lr_decay`` over the run
         (``pyro.optim.ClippedAdam`` with ``lrd = lr_decay ** (1 / num_steps)``): badly
         conditioned posteriors need the late steps well under the posterior sd.
     :param lr_decay: the factor of the learning rate over the whole run.
-    :param guide: an autoguide name of :data:`GUIDES`, or ``model -> guide``.
+    :param guide: an autoguide name of :data:`GUIDES` (with ``method="approximate"`` also
+        ``"auto"``, a whitened full-rank Gaussian, or ``"flow"``), or ``model -> guide``.
     :param init_scale: the autoguide's initial scale (unconstrained). Wide (1.0) by default:
         estimates over :math:`Q`'s own draws cannot see a collapse, so mass-covering
         divergences started narrow (Pyro's default 0.1) can collapse onto a point.
@@ -149,6 +152,8 @@ class ComparisonSettings:
             )
         if isinstance(self.guide, str) and self.guide not in GUIDES:
             raise ValueError(f"unknown guide {self.guide!r}; known: {', '.join(GUIDES)}")
+        if self.guide in ("auto", "flow") and self.method != "approximate":
+            raise ValueError(f"guide {self.guide!r} needs method='approximate'")
         if not isinstance(self.guide, str) and not callable(self.guide):
             raise ValueError(f"unknown guide {self.guide!r}; known: {', '.join(GUIDES)}")
 
@@ -292,8 +297,7 @@ def _fit_guide(model, kwargs, loss_name, settings: ComparisonSettings, progress,
 
         made = approximate(
             model, divergence=loss_name, guide=settings.guide, seed=settings.seed,
-            progress=progress,
-            model_kwargs=kwargs, khat_draws=0,
+            progress=progress, model_kwargs=kwargs, khat_draws=0, max_steps=settings.num_steps,
         )  # fmt: skip
         result = FitResult(losses=list(made.losses), seconds=made.seconds)
         return made.guide, result
