@@ -10,35 +10,30 @@ generator,
               \;\ge\; \sup_T\; \mathbb{E}_{x\sim P}[T(x)] - \mathbb{E}_{x\sim Q}[f^*(T(x))],
 
 with equality at :math:`T^*(x) = f'(p(x)/q(x))`. The right-hand side needs only draws of
-:math:`P` and of :math:`Q`: no :math:`\log p`, no :math:`\log q`. So it trains a guide on a
-sample target (:class:`~pyrodiv.divergences.targets.SampleTarget`), on a prior target (draws by
-running the model) or on given draws of a posterior (``draws=``), and it accepts *implicit*
-guides, whose latent is ``pyro.sample(name, dist.Delta(net(noise)))`` and which have no
-density. The critic :math:`T` is a ``torch.nn.Module`` (registered with ``pyro.module``) that
-maps a ``(K, D)`` tensor of draws (the model's latent sites flattened and joined in the model's
-site order) to ``(K,)`` scores; an output activation :math:`g_f` keeps :math:`T = g_f(V(x))`
-in the domain of :math:`f^*` (:data:`CONJUGATES`, Nowozin et al., Table 2, rescaled to this
-library's generators).
+:math:`P` and of :math:`Q`, so these losses train on a prior target (draws by running the
+model), a :class:`~pyrodiv.divergences.targets.SampleTarget` or given draws (``draws=``), and
+accept *implicit* guides, ``pyro.sample(name, dist.Delta(net(eps)))`` with no density (draw
+``eps`` with ``pyro.sample``, so that the particle plate vectorizes it). The critic is a
+``torch.nn.Module`` (registered with ``pyro.module``) from ``(K, D)`` draws (the model's latent
+sites flattened and joined in its site order) to ``(K,)`` outputs :math:`v`; the activation
+:math:`T = g_f(v)` keeps :math:`T` in the domain of :math:`f^*` (:data:`CONJUGATES`).
 
-**One optimizer: gradient reversal.** The guide minimizes the bound, the critic maximizes it.
-Pyro's ``SVI.step`` takes one loss and one optimizer, and steps every parameter down its
-gradient. The loss therefore feeds the critic its parameters through a reversal,
-:math:`\tilde\theta = \bar\theta - (\theta - \bar\theta)` (:math:`\bar\theta` detached), which
-has the value :math:`\theta` and the Jacobian :math:`-I`. The surrogate is the critic's
-objective :math:`C(\tilde\theta, x_Q)`; its gradient is :math:`+\partial C/\partial x_Q` for the
-guide (descent: the guide lowers the bound) and :math:`-\partial C/\partial\theta` for the
-critic (descent on it is ascent on :math:`C`). One backward pass gives simultaneous
-gradient descent-ascent on one objective, with no second optimizer, no ``poutine.block`` and
-no alternating loop, so the losses drop into ``SVI``, :func:`pyrodiv.fit` and every tool built
-on them. The reversal is built from tensors (no custom autograd function), so it also carries
-the second derivatives that WGAN's gradient penalty needs. Where the guide's objective differs
-from the critic's (the non-saturating GAN, LSGAN), the surrogate is
-:math:`C(\tilde\theta, \bar x_Q) + G(\bar\theta, x_Q)`.
+**One optimizer: gradient reversal.** ``SVI.step`` has one loss and one optimizer and steps
+every parameter down its gradient, but the critic must ascend. So the critic's parameters
+enter as :math:`\tilde\theta = \bar\theta - (\theta - \bar\theta)` (:math:`\bar\theta`
+detached): the value :math:`\theta`, the Jacobian :math:`-I`. The surrogate, the critic's
+objective :math:`C(\tilde\theta, x_Q)`, gives the guide :math:`+\partial C/\partial x_Q`
+(it descends the bound) and the critic :math:`-\partial C/\partial\theta` (it ascends): one
+backward pass, simultaneous descent-ascent, no second optimizer or alternating loop, so the
+losses drop into ``SVI`` and :func:`pyrodiv.fit`. Built from tensors, the reversal carries the
+second derivatives of WGAN's penalty. Where the guide has its own objective :math:`G`
+(non-saturating GAN, LSGAN) the surrogate is :math:`C(\tilde\theta, \bar x_Q) +
+G(\bar\theta, x_Q)`. A faster critic (two timescales) is a per-parameter learning rate of the
+one optimizer: ``pyro.optim.Adam(lambda name: {"lr": 0.01 if name.startswith("critic.") else
+0.003})``.
 
-The reported value is the bound at the current critic: an estimate of the divergence from
-below, tight only at the optimal critic (and biased by the finite draws). With an expressive
-critic and several critic steps per guide step it tracks the divergence; a fit trained with one
-step each is a saddle-point search, not a minimization, and its loss trace is not monotone.
+The reported value is the bound at the current critic: the divergence from below, tight at
+the optimal critic. Training is a saddle-point search; its loss trace is not monotone.
 
 Example::
 
@@ -263,7 +258,9 @@ def _adversarial(loss, at_q, at_p):
 
 
 class _AdversarialLoss(TakesDraws):
-    """Common parts: the critic, the plans (draws of P and of Q only), the watch."""
+    """Common parts: the critic, the plans (draws of P and of Q only), the watch. A subclass
+    defines ``objective(critic, x_p, x_q) -> (value, critic's objective)`` and, with
+    :attr:`own_guide_objective`, ``guide_objective(critic, x_q)``."""
 
     needs = frozenset({"x ~ P"})
     PLANS = {
@@ -289,19 +286,8 @@ class _AdversarialLoss(TakesDraws):
         self.critic, self.critic_name = critic, critic_name
         self._watched = 0
 
-    def objective(self, critic, x_p, x_q):
-        """``(value, critic objective with reversed parameters)``."""
-        raise NotImplementedError
-
-    def guide_objective(self, critic, x_q):
-        """What the guide descends when :attr:`own_guide_objective`."""
-        raise NotImplementedError
-
     def watch(self, value: float):
         """Hook for warnings about the run of the minimax (a no-op by default)."""
-
-    def __repr__(self):
-        return f"{super().__repr__()[:-1]}, critic={type(self.critic).__name__})"
 
 
 class AdversarialFDivergence(_AdversarialLoss):
@@ -389,7 +375,7 @@ class GAN(_AdversarialLoss):
                 "the guide's gradient vanishes. Use non_saturating=True, WGAN, a smaller critic, "
                 "or start Q nearer P",
                 RuntimeWarning,
-                stacklevel=5,
+                stacklevel=7,
             )
 
 
@@ -475,12 +461,11 @@ class WGAN(_AdversarialLoss):
 
     def objective(self, critic, x_p, x_q):
         value = critic(x_p).mean() - critic(x_q).mean()
-        if self.gradient_penalty == 0.0:
+        if self.gradient_penalty == 0.0 or not torch.is_grad_enabled():  # loss(): no surrogate
             return value, value
         eps = torch.rand(x_p.shape[0], 1, dtype=x_p.dtype, device=x_p.device)
         x_hat = (eps * x_p + (1.0 - eps) * x_q.detach()).requires_grad_(True)
-        with torch.enable_grad():
-            (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+        (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
         excess = grad.norm(dim=-1) - 1.0
         penalty = (excess.clamp(min=0.0) if self.one_sided else excess).pow(2).mean()
         return value, value - self.gradient_penalty * penalty
@@ -497,7 +482,7 @@ class WGAN(_AdversarialLoss):
                 "has a barrier at |grad T| = 0, which traps a 1-D critic) and the guide runs "
                 "away from P. Use one_sided=True, or a wider critic",
                 RuntimeWarning,
-                stacklevel=5,
+                stacklevel=7,
             )
 
 
