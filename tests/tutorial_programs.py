@@ -60,8 +60,8 @@ def coin(flips):
 
 
 def coin_guide(flips):
-    alpha_q = pyro.param("alpha_q", flips.new_tensor(15.0), constraint=constraints.positive)
-    beta_q = pyro.param("beta_q", flips.new_tensor(15.0), constraint=constraints.positive)
+    alpha_q = pyro.param("alpha_q", flips.new_tensor(3.0), constraint=constraints.positive)
+    beta_q = pyro.param("beta_q", flips.new_tensor(3.0), constraint=constraints.positive)
     pyro.sample("fairness", dist.Beta(alpha_q, beta_q))
 
 
@@ -186,7 +186,7 @@ def hierarchical_exact():
 
 # ---- AR(1) with pyro.markov, pyro.deterministic, pyro.factor, poutine.scale --------------
 
-AR_T, AR_PHI, AR_SIGMA, AR_TEMPERATURE = 40, 0.6, 0.5, 0.5
+AR_T, AR_PHI, AR_SIGMA, AR_TEMPERATURE = 25, 0.6, 0.5, 0.5
 PHI_PRIOR_SD, SHRINK_TO, SHRINK_SD = 0.5, 0.3, 0.4
 
 
