@@ -175,6 +175,37 @@ def test_gibbs_conditional_is_the_closed_form():
     assert torch.allclose(log_probs.exp(), expected, atol=1e-12)
 
 
+def scale_coin():
+    """A coin k sets the prior scale of mu: every switch of k changes mu's potential a lot."""
+    k = pyro.sample("k", dist.Bernoulli(0.5))
+    pyro.sample("mu", dist.Normal(0.0, 0.2 + 2.8 * k))
+
+
+@pytest.mark.parametrize("continuous", ["hmc", "rwmh"])
+def test_inner_kernel_reads_the_potential_of_the_current_discrete_values(continuous):
+    # The inner kernel caches the potential energy -log p(x, z_c, d) of its state. After each
+    # draw of d it must be recomputed, or the Metropolis correction of the continuous step
+    # compares energies of two different targets; a step rejected right after a switch of k
+    # would then leave the energy of the old k in the cache.
+    options = {"step_size": 0.3, "num_steps": 3, "adapt_step_size": False}
+    if continuous == "rwmh":
+        options = {"init_step_size": 0.5}
+    kernel = GibbsKernel(scale_coin, continuous, options)
+    pyro.set_rng_seed(0)
+    kernel.setup(0)
+    inner, params, switches = kernel._inner, kernel.initial_params, 0
+    for _ in range(120):
+        k_before = params["k"]
+        params = kernel.sample(params)
+        switches += int(params["k"] != k_before)
+        if continuous == "hmc":
+            cached = inner._fetch_from_cache()[1]
+        else:
+            cached = inner._energy_last
+        assert torch.allclose(torch.as_tensor(cached), inner.potential_fn({"mu": params["mu"]}))
+    assert switches > 5
+
+
 def test_gibbs_kernel_in_pyro_mcmc_keeps_integer_draws():
     with pyro.poutine.block():
         pyro.set_rng_seed(0)
