@@ -476,7 +476,7 @@ def plot_em_vs_gradient(
     if mixtures is None:
         from ..demo.mixtures import MIXTURES as mixtures  # the talk's two mixtures
     result = {}
-    fig, axes = new_figure(1, len(mixtures), size=(6.0 * len(mixtures), 4.0), squeeze=False)
+    fig, axes = new_figure(1, len(mixtures), size=(6.5 * len(mixtures), 4.4), squeeze=False)
     for ax, (index, (label, spec)) in zip(axes[0], enumerate(mixtures.items()), strict=True):
         x, k = draw_mixture(spec, num_points, seed + index), len(spec["weights"])
         em = em_gaussian_mixture(x, k, init=init, seed=seed)
@@ -489,11 +489,10 @@ def plot_em_vs_gradient(
             tag = f"{fit.method} ({fit.num_iterations} {what})"
             ax.plot(steps_axis, fit.trace / num_points, style, ms=3, label=tag)
         ax.axhline(true_ll / num_points, ls="--", color="black", lw=1, label="true parameters")
-        top = max(em.log_likelihood, grad.log_likelihood) / num_points
-        ax.set(
-            xscale="log", ylim=(top - 1.5, top + 0.1), title=f"{k} components, n = {num_points}"
-        )
+        low, top = float(em.trace[0]) / num_points, em.log_likelihood / num_points
+        ax.set(xscale="log", ylim=(low - 0.05 * (top - low), top + 0.1 * (top - low)))
         ax.set(xlabel="EM iteration / SVI step (+1)", ylabel="log-likelihood per point")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.set_title(f"{k} components, n = {num_points}")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
     result["figure"] = save_figure(fig, out_dir, name)
     return result
