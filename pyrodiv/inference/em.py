@@ -12,9 +12,9 @@ maximum:
   :math:`\ell` never decreases.
 * :func:`gradient_mle_gaussian_mixture`: the data as a
   :class:`~pyrodiv.divergences.targets.SampleTarget`, a guide whose one site is a
-  ``MixtureSameFamily`` with learnable logits, locs and scales, and :class:`pyrodiv.CrossEntropy`
-  (:math:`-\mathbb E_P[\log q]`, maximum likelihood on :math:`P`'s draws) in the ordinary
-  :class:`pyro.infer.SVI` loop.
+  ``MixtureSameFamily`` with learnable logits, locs and scales, and
+  :class:`~pyrodiv.divergences.losses.CrossEntropy` (:math:`-\mathbb E_P[\log q]`, maximum
+  likelihood on :math:`P`'s draws) in the ordinary :class:`pyro.infer.SVI` loop.
 
 :func:`plot_em_vs_gradient` draws both log-likelihood traces on the talk's 2- and 3-component
 mixtures.
@@ -433,7 +433,7 @@ def gradient_mle_gaussian_mixture(
 
 def draw_mixture(spec: dict, num_points: int, seed: int = 0) -> torch.Tensor:
     r"""``num_points`` float64 draws of the mixture ``spec`` (``weights``, ``means`` and
-    ``variances``, as in :data:`pyrodiv.demo.mixtures.MIXTURES`), seeded.
+    ``variances``, as in ``pyrodiv.demo.mixtures.MIXTURES``), seeded.
 
     Example::
 
@@ -459,7 +459,7 @@ def plot_em_vs_gradient(
 ) -> dict:
     r"""The log-likelihood per point against EM iteration and against SVI step of gradient MLE
     (``CrossEntropy``), from the same ``init``, on ``num_points`` draws of each mixture (default:
-    the talk's two, :data:`pyrodiv.demo.mixtures.MIXTURES`: the bimodal
+    the talk's two, ``pyrodiv.demo.mixtures.MIXTURES``: the bimodal
     :math:`\tfrac12 N(-7, 1.4) + \tfrac12 N(7, 1.4)` and
     :math:`0.2\,N(-6, 1) + 0.5\,N(0, 2.5) + 0.3\,N(5, 0.8)`), with the log-likelihood at the
     true parameters dashed. Saves ``out_dir/name`` (PNG) when ``out_dir`` is given.
