@@ -213,7 +213,8 @@ def test_a_two_sided_penalty_that_traps_the_critic_warns():
 
 
 def test_adversarial_losses_train_on_a_sample_target_and_on_given_posterior_draws():
-    # The empirical target's mean and sd; tolerance 0.08 (the draws' own noise is 0.014).
+    # The empirical target's mean and sd: at seeds 0-2 the averaged iterates came within 0.03
+    # of both, on the sample target and on the posterior draws; tolerance 0.08.
     pyro.set_rng_seed(1)
     draws = {"z": 2.0 + torch.randn(5000)}
     mean, sd = float(draws["z"].mean()), float(draws["z"].std())
