@@ -71,7 +71,8 @@ def test_a_generator_without_a_closed_form_conjugate_is_refused_by_name():
         AdversarialFDivergence("jeffreys", _mlp())
 
 
-def test_gradient_reversal_gives_the_critic_minus_the_guides_gradient():
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_gradient_reversal_gives_the_critic_minus_the_guides_gradient(vectorize):
     # P is the point 3, Q the point loc = 0 (an implicit Delta guide), T(x) = w x + b:
     # V = w (3 - loc). The guide's gradient is dV/dloc = -w; the critic's is -dV/dw = -3,
     # so one descent step lowers V in loc and raises it in w.
@@ -86,11 +87,27 @@ def test_gradient_reversal_gives_the_critic_minus_the_guides_gradient():
     with torch.no_grad():
         critic.weight.fill_(0.5)
         critic.bias.fill_(0.25)
-    loss = WGAN(critic, gradient_penalty=0.0, num_particles=4, vectorize_particles=True)
+    loss = WGAN(critic, gradient_penalty=0.0, num_particles=4, vectorize_particles=vectorize)
     assert loss.loss_and_grads(target, guide) == pytest.approx(1.5, abs=1e-12)
     assert float(pyro.param("loc").grad) == pytest.approx(-0.5, abs=1e-12)
     assert float(critic.weight.grad) == pytest.approx(-3.0, abs=1e-12)
     assert float(critic.bias.grad) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_critic_sees_the_latent_sites_flattened_in_the_models_order():
+    # P is the point (a, b) = ((1, 2), 3); the guide draws b before a, at 0. With
+    # T(x) = x . (1, 10, 100), the bound E_P[T] - E_Q[T] is 1 + 20 + 300 only in P's order.
+    target = SampleTarget({"a": torch.tensor([[1.0, 2.0]]), "b": torch.tensor([3.0])})
+
+    def guide():
+        pyro.sample("b", dist.Delta(pyro.param("b0", torch.tensor(0.0))))
+        pyro.sample("a", dist.Delta(pyro.param("a0", torch.zeros(2)), event_dim=1))
+
+    critic = torch.nn.Linear(3, 1, bias=False)
+    with torch.no_grad():
+        critic.weight.copy_(torch.tensor([[1.0, 10.0, 100.0]]))
+    loss = WGAN(critic, gradient_penalty=0.0, num_particles=3, vectorize_particles=True)
+    assert loss.loss(target, guide) == pytest.approx(321.0, abs=1e-10)
 
 
 def _fixed_pair(mu_q):
