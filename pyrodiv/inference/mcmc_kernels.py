@@ -232,6 +232,9 @@ class GibbsKernel(MCMCKernel):
         self._t, self._warmup_steps = 0, 0
 
     def setup(self, warmup_steps, *args, **kwargs):
+        """Trace the model once with its arguments ``*args, **kwargs``: sort the latent sites
+        into discrete and continuous, draw the first discrete values from the prior, and set
+        up the inner kernel (``warmup_steps`` adaptation steps) on the conditioned model."""
         self._args, self._kwargs = args, kwargs
         self._warmup_steps, self._t = warmup_steps, 0
         with poutine.block():
@@ -323,6 +326,9 @@ class GibbsKernel(MCMCKernel):
         return values[index].reshape(self._values[name].shape)
 
     def sample(self, params):
+        """One sweep: each discrete site from its full conditional, then one step of the
+        inner kernel. ``params`` maps continuous sites to unconstrained values and discrete
+        sites to their values as floats; returns the new state in the same form."""
         for name in self.discrete_sites:
             self._values[name] = self.transforms[name].inv(params[name])
         for name in self.discrete_sites:
