@@ -25,7 +25,7 @@ import pytest
 import torch
 import tutorial_programs as tp
 from pyro import poutine
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO
+from pyro.infer import JitTrace_ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO
 from pyro.infer.autoguide import (
     AutoDelta,
     AutoDiagonalNormal,
@@ -38,15 +38,23 @@ from pyro.infer.autoguide import (
 )
 
 from pyrodiv.divergences.generators import GENERATOR_NAMES
+from pyrodiv.divergences.jit import jit
 from pyrodiv.divergences.losses import get_loss
 
 #: Every loss that trains on a posterior target from Q's particles: the named ones and every
 #: generator of :mod:`pyrodiv.divergences.generators` (defaults: amari_alpha 1/2, t_power 2;
-#: "jensen_shannon" is the named loss).
-ALL_POSTERIOR = ["reverse_kl", "forward_kl", "renyi", "cubo", *GENERATOR_NAMES]
+#: "jensen_shannon" is the named loss; "forward_kl_msc" is ForwardKL(estimator="msc"),
+#: Markovian score climbing).
+ALL_POSTERIOR = ["reverse_kl", "forward_kl", "forward_kl_msc", "renyi", "cubo", *GENERATOR_NAMES]
 #: Upper ends of the self-normalized estimates over K particles, t_k = K w_k / sum w (mean 1):
 #: f(t) <= c (1 + t) for these, so the estimate is at most 2c.
 UPPER = {"jensen_shannon": math.log(2), "total_variation": 1.0, "squared_hellinger": 2.0}
+
+
+def _loss(name, **options):
+    if name == "forward_kl_msc":
+        return get_loss("forward_kl", estimator="msc", **options)
+    return get_loss(name, **options)
 
 
 def _params():
@@ -117,10 +125,43 @@ EXACT = {
 def test_every_loss_is_its_closed_form_at_the_exact_posterior(program, vectorize):
     model, guide, args, log_z = EXACT[program]()
     for name in ALL_POSTERIOR:
-        loss = get_loss(name, num_particles=6, vectorize_particles=vectorize)
+        loss = _loss(name, num_particles=6, vectorize_particles=vectorize)
         pyro.set_rng_seed(0)
         value = loss.loss(model, guide, *args)
         assert value == pytest.approx(_exact_value(name, log_z), abs=1e-7 * (1 + abs(log_z))), name
+
+
+@pytest.mark.parametrize("program", list(EXACT))
+def test_a_compiled_loss_keeps_the_closed_form(program):
+    # jit(loss) runs the first call as the loss does and records it; the second call replays
+    # the recorded graph (new draws). Both give the closed form. The mixture's flag is a
+    # keyword argument, baked into the graph.
+    model, guide, args, log_z = EXACT[program]()
+    kwargs = {}
+    if program == "sampled_mixture":
+        args, kwargs = args[:1], {"known": args[1]}
+    for name in ["reverse_kl", "forward_kl", "squared_hellinger", "cubo"]:
+        loss = jit(_loss(name, num_particles=6, vectorize_particles=True))
+        for seed in (0, 1):
+            pyro.set_rng_seed(seed)
+            value = loss.loss(model, guide, *args, **kwargs)
+            expected = _exact_value(name, log_z)
+            assert value == pytest.approx(expected, abs=1e-7 * (1 + abs(log_z))), name
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="jit(loss) records a non-tensor positional argument (a bool flag) and raises "
+    "torch's bare 'cannot be traced' RuntimeError; JitTrace_ELBO takes the same call",
+)
+def test_a_compiled_loss_takes_a_positional_flag_as_jit_trace_elbo_does():
+    model, guide, args, log_z = EXACT["sampled_mixture"]()
+    pyro.set_rng_seed(0)
+    reference = JitTrace_ELBO(num_particles=6, vectorize_particles=True, max_plate_nesting=1)
+    assert reference.loss(model, guide, *args) == pytest.approx(-log_z, rel=1e-10)
+    pyro.set_rng_seed(0)
+    loss = jit(_loss("reverse_kl", num_particles=6, vectorize_particles=True))
+    assert loss.loss(model, guide, *args) == pytest.approx(-log_z, rel=1e-10)
 
 
 # ---- every loss where no guide is exact: the inequalities of any particle set -------------
@@ -156,16 +197,17 @@ def test_every_loss_obeys_jensens_inequalities_on_the_same_particles(program):
     values = {}
     for name in ALL_POSTERIOR:
         pyro.set_rng_seed(1)
-        values[name] = get_loss(name, num_particles=8, vectorize_particles=True).loss(
+        values[name] = _loss(name, num_particles=8, vectorize_particles=True).loss(
             model, guide, *args
         )
     tol = 1e-9 * (1 + abs(log_mean_w))
     assert values["reverse_kl"] == pytest.approx(-float(log_w.mean()), rel=1e-10)
     assert -log_mean_w - tol <= values["renyi"] <= values["reverse_kl"] + tol
     assert values["cubo"] >= log_mean_w - tol
-    for name in ["forward_kl", "jensen_shannon", *GENERATOR_NAMES]:
+    for name in ["forward_kl", "forward_kl_msc", *GENERATOR_NAMES]:
         assert 0 < values[name] <= UPPER.get(name, math.inf), name
     assert values["forward_kl"] <= math.log(8)
+    assert values["forward_kl_msc"] <= math.log(9)  # K particles and the chain's state
 
 
 @pytest.mark.parametrize("name", ALL_POSTERIOR)
@@ -176,7 +218,7 @@ def test_an_enumerated_hmm_is_its_forward_algorithm(name):
     for model in (tp.hmm, tp.hmm_forward):
         pyro.clear_param_store()
         pyro.set_rng_seed(2)
-        loss = get_loss(name, num_particles=6, vectorize_particles=True)
+        loss = _loss(name, num_particles=6, vectorize_particles=True)
         values.append(loss.loss(model, tp.hmm_guide, tp.HMM_Y))
     assert values[0] == pytest.approx(values[1], rel=1e-9, abs=1e-12)
 
@@ -220,6 +262,23 @@ def _draws(program):
         posterior = dist.Categorical(logits=log_resp)
         draws = {"assignment": posterior.sample((N_DRAWS,))}
         return model, guide, args, draws, float(posterior.entropy().sum())
+    if program == "linear_vae":
+        model, guide, args, _ = _linear_vae()
+        vae = guide.__self__
+        with torch.no_grad():
+            loc = vae.encoder_loc(tp.VAE_X)
+            sd = vae.encoder_log_scale.bias.exp()
+        z = loc + sd * torch.randn(N_DRAWS, *loc.shape, generator=gen)
+        entropy = tp.VAE_N * sum(_normal_entropy(float(s)) for s in sd)
+        return model, guide, args, {"z": z}, entropy
+    if program == "hmm":  # P's draws are Q's own: the cross-entropy is Q's entropy
+        tp.hmm_guide(tp.HMM_Y)
+        store = pyro.get_param_store()
+        probs = dist.Dirichlet(store["conc"].detach())
+        locs = dist.Normal(store["locs_loc"].detach(), store["locs_scale"].detach())
+        draws = {"probs_x": probs.sample((N_DRAWS,)), "locs": locs.sample((N_DRAWS,))}
+        entropy = float(probs.entropy().sum() + locs.entropy().sum())
+        return tp.hmm, tp.hmm_guide, (tp.HMM_Y,), draws, entropy
     raise KeyError(program)
 
 
@@ -228,13 +287,15 @@ def _normal_entropy(sd):
 
 
 @pytest.mark.parametrize("name", ["cross_entropy", "forward_kl"])
-@pytest.mark.parametrize("program", ["coin", "ar1", "regression", "nested", "sampled_mixture"])
+@pytest.mark.parametrize(
+    "program", ["coin", "ar1", "regression", "nested", "sampled_mixture", "linear_vae"]
+)
 def test_cross_entropy_at_exact_draws_is_the_posterior_entropy(program, name):
     # Given exact posterior draws x_n, both value the cross-entropy -mean log q(x_n); at the
     # exact guide it estimates the posterior's entropy, within 4 standard errors (the sd of
     # log q over the draws, sqrt(2 / K): K draws resampled from N_DRAWS).
     model, guide, args, draws, entropy = _draws(program)
-    loss = get_loss(name, num_particles=N_DRAWS, vectorize_particles=True, draws=draws)
+    loss = _loss(name, num_particles=N_DRAWS, vectorize_particles=True, draws=draws)
     pyro.set_rng_seed(6)
     value = loss.loss(model, guide, *args)
     pyro.set_rng_seed(6)
@@ -242,6 +303,23 @@ def test_cross_entropy_at_exact_draws_is_the_posterior_entropy(program, name):
     se = float(log_q.detach().std()) * math.sqrt(2 / N_DRAWS)
     assert abs(value - entropy) < 4 * se, (value, entropy, se)
     assert value == pytest.approx(-float(log_q.detach().mean()), rel=1e-10)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="given draws must hold the enumerated states x_t too, which are summed out of the "
+    "model (and which NUTS draws of an enumerated model never hold)",
+)
+@pytest.mark.parametrize("name", ["cross_entropy", "forward_kl"])
+def test_draws_of_an_enumerated_hmm_need_no_draws_of_its_states(name):
+    model, guide, args, draws, entropy = _draws("hmm")
+    loss = _loss(name, num_particles=N_DRAWS, vectorize_particles=True, draws=draws)
+    pyro.set_rng_seed(6)
+    value = loss.loss(model, guide, *args)
+    pyro.set_rng_seed(6)
+    _, log_q, _ = loss.particles(model, guide, args, {}, "draws")
+    se = float(log_q.detach().std()) * math.sqrt(2 / N_DRAWS)
+    assert abs(value - entropy) < 4 * se, (value, entropy, se)
 
 
 def test_wasserstein_from_exact_draws_is_the_shift_of_the_guide():
@@ -298,7 +376,7 @@ def test_every_loss_reaches_the_beta_posterior_of_the_coin(name):
     steps = 600
     pyro.set_rng_seed(0)
     optim = pyro.optim.ClippedAdam({"lr": 0.2, "lrd": 0.05 ** (1 / steps)})
-    loss = get_loss(name, num_particles=32, vectorize_particles=True)
+    loss = _loss(name, num_particles=32, vectorize_particles=True)
     svi = pyro.infer.SVI(tp.coin, tp.coin_guide, optim, loss=loss)
     means, sds = [], []
     for step in range(steps):
@@ -380,7 +458,7 @@ def test_an_autodelta_part_of_a_guide_list_is_refused_naming_its_site():
     guide.append(AutoNormal(poutine.block(tp.regression, expose=["b"])))
     guide(tp.REG_X, tp.REG_Y)
     for name in ALL_POSTERIOR:
-        loss = get_loss(name, num_particles=4, vectorize_particles=True)
+        loss = _loss(name, num_particles=4, vectorize_particles=True)
         with pytest.raises(ValueError, match="guide site 'a' is a point mass"):
             loss.loss(tp.regression, guide, tp.REG_X, tp.REG_Y)
 
