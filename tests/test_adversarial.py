@@ -229,6 +229,26 @@ def test_a_two_sided_penalty_that_traps_the_critic_warns():
     assert pyro.param("loc").item() < 0.0
 
 
+def test_a_discriminator_that_wins_outright_warns():
+    # P = N(0, 1) and a fixed Q = N(20, 1) barely overlap: the discriminator separates them,
+    # the estimate sits at log 2 (JSD's maximum) and the guide's gradient vanishes.
+    pyro.set_rng_seed(0)
+    model, guide = _fixed_pair(20.0)
+    loss = GAN(_mlp(8), num_particles=64, vectorize_particles=True)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), loss)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        steps = 0
+        while not caught and steps < 300:
+            svi.step()
+            steps += 1
+    assert caught, "no warning"
+    message = str(caught[0].message)
+    assert caught[0].category is RuntimeWarning and "stayed at log 2" in message
+    assert "non_saturating=True" in message and steps >= GAN.SATURATED_STEPS
+    assert loss.loss(model, guide) > 0.99 * math.log(2.0)
+
+
 def test_adversarial_losses_train_on_a_sample_target_and_on_given_posterior_draws():
     # The empirical target's mean and sd: at seeds 0-2 the averaged iterates came within 0.03
     # of both, on the sample target and on the posterior draws; tolerance 0.08.
