@@ -639,23 +639,45 @@ def test_the_sampled_mixture_is_trace_graph_elbo(vectorize):
         assert torch.allclose(grad, expected_grads[name], rtol=1e-9, atol=1e-10), name
 
 
+ENUMERATED = {
+    "hmm": (tp.hmm, tp.hmm_guide, tp.HMM_Y),
+    "tempered_hmm": (tp.tempered_hmm, tp.hmm_guide, tp.HMM_Y),
+    "mixture": (tp.enumerated_gmm, tp.gmm_globals_guide, tp.GMM_DATA),
+}
+
+
 @pytest.mark.parametrize("vectorize", [True, False])
-def test_the_enumerated_hmm_is_trace_enum_elbo(vectorize):
-    # A plate of sequences, states enumerated along pyro.markov: ReverseKL is TraceEnum_ELBO
-    # in value and gradient, and Trace_ELBO on the forward-algorithm program has the same
-    # value (the reference itself is right).
+@pytest.mark.parametrize("program", list(ENUMERATED))
+def test_enumerated_programs_are_trace_enum_elbo(program, vectorize):
+    # A plate of sequences, states enumerated along pyro.markov (also under poutine.scale),
+    # and the mixture tutorial with its assignment enumerated: ReverseKL is TraceEnum_ELBO in
+    # value and gradient from the same seed.
+    model, guide, data = ENUMERATED[program]
     options = {"num_particles": 4, "vectorize_particles": vectorize}
     results = []
-    for model, loss in (
-        (tp.hmm, TraceEnum_ELBO(max_plate_nesting=1, **options)),
-        (tp.hmm, get_loss("reverse_kl", **options)),
-        (tp.hmm_forward, Trace_ELBO(max_plate_nesting=1, **options)),
+    for loss in (
+        TraceEnum_ELBO(max_plate_nesting=1, **options),
+        get_loss("reverse_kl", **options),
     ):
         pyro.clear_param_store()
         pyro.set_rng_seed(4)
-        results.append(_value_and_grads(loss, model, tp.hmm_guide, tp.HMM_Y))
-    (expected, expected_grads), (value, grads), (forward, _) = results
+        results.append(_value_and_grads(loss, model, guide, data))
+    (expected, expected_grads), (value, grads) = results
     assert value == pytest.approx(expected, rel=1e-10)
-    assert forward == pytest.approx(expected, rel=1e-10)
     for a, b in zip(grads, expected_grads, strict=True):
         assert torch.allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_trace_elbo_on_the_forward_algorithm_is_trace_enum_elbo(vectorize):
+    # The reference of test_an_enumerated_hmm_is_its_forward_algorithm is itself right.
+    options = {"num_particles": 4, "vectorize_particles": vectorize, "max_plate_nesting": 1}
+    values = []
+    for model, loss in (
+        (tp.hmm, TraceEnum_ELBO(**options)),
+        (tp.hmm_forward, Trace_ELBO(**options)),
+    ):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(4)
+        values.append(loss.loss(model, tp.hmm_guide, tp.HMM_Y))
+    assert values[1] == pytest.approx(values[0], rel=1e-10)

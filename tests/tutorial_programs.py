@@ -13,9 +13,11 @@ Z, and every divergence has a closed-form value there) and the log evidence log 
   likelihood; conjugate, since its log joint is quadratic in the coefficient;
 - ``VAE``: a variational autoencoder with ``pyro.module``; linear, it is probabilistic PCA, whose
   encoder can be the exact posterior;
-- ``gmm``: the Gaussian mixture tutorial, with its assignment sampled in the guide;
-- ``hmm``: a two-state HMM over a plate of sequences, its states enumerated, and the same HMM
-  with the states summed out by a hand-written forward algorithm in a ``pyro.factor``.
+- ``gmm``: the Gaussian mixture tutorial, with its assignment sampled in the guide, or
+  enumerated (``enumerated_gmm``);
+- ``hmm``: a two-state HMM over a plate of sequences, its states enumerated (also under
+  ``poutine.scale``: ``tempered_hmm``), and the same HMM with the states summed out by a
+  hand-written forward algorithm in a ``pyro.factor`` (``hmm_forward``).
 """
 
 import math
@@ -433,3 +435,24 @@ def hmm_guide(ys):
     scale = pyro.param("locs_scale", ys.new_tensor([0.4, 0.4]), constraint=constraints.positive)
     pyro.sample("probs_x", dist.Dirichlet(conc).to_event(1))
     pyro.sample("locs", dist.Normal(loc, scale).to_event(1))
+
+
+def tempered_hmm(ys):
+    """The HMM under ``poutine.scale``: every site, the enumerated states too, at scale 1/2."""
+    with poutine.scale(scale=0.5):
+        hmm(ys)
+
+
+#: The mixture tutorial as written for TraceEnum_ELBO: its assignment enumerated.
+enumerated_gmm = config_enumerate(gmm)
+
+
+def gmm_globals_guide(data):
+    """``gmm_guide`` without the assignment, which the enumerated model sums out."""
+    conc = pyro.param("weights_conc", data.new_ones(2), constraint=constraints.positive)
+    scale_loc = pyro.param("scale_loc", data.new_tensor(0.0))
+    locs_loc = pyro.param("locs_loc", data.new_tensor([-0.5, 0.5]))
+    pyro.sample("weights", dist.Dirichlet(conc))
+    pyro.sample("scale", dist.LogNormal(scale_loc, 0.2))
+    with pyro.plate("components", 2):
+        pyro.sample("locs", dist.Normal(locs_loc, 0.3))
