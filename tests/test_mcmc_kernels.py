@@ -96,6 +96,7 @@ def assert_within_mcse(idata, var, exact_mean, exact_sd=None, k=4.0):
 
 
 def test_rwmh_reaches_the_normal_normal_posterior():
+    # Over seeds 0-4 the largest |error| / MCSE was 1.5 (mean) and 0.9 (sd), ESS 446-700.
     y = normal_data()
     mean, sd = normal_posterior(y)
     idata = run_mcmc(
@@ -116,7 +117,9 @@ def test_rwmh_reaches_the_normal_normal_posterior():
 
 
 def test_gibbs_on_normal_normal_with_a_discrete_prior_mean():
-    # k | mu is drawn exactly; mu | k by HMC with two leapfrog steps of a fixed size.
+    # k | mu is drawn exactly; mu | k by HMC with 3 leapfrog steps of 0.5, a path of about
+    # half a period of the Gaussian dynamics (posterior sd 0.46), so draws are nearly
+    # antithetic. Over seeds 0-5 the largest |error| / MCSE was 2.2, ESS of mu 577-1212.
     y = normal_data()
     p_k1, mean, sd = coin_exact(y)
     assert 0.2 < p_k1 < 0.8  # both prior means keep posterior mass: k must move
@@ -124,21 +127,22 @@ def test_gibbs_on_normal_normal_with_a_discrete_prior_mean():
         coin_model,
         y,
         kernel="gibbs",
-        num_samples=2000,
-        warmup_steps=300,
+        num_samples=1000,
+        warmup_steps=200,
         kernel_kwargs={
             "continuous": "hmc",
-            "continuous_kwargs": {"step_size": 0.5, "num_steps": 2, "adapt_step_size": False},
+            "continuous_kwargs": {"step_size": 0.5, "num_steps": 3, "adapt_step_size": False},
         },
     )
-    assert_within_mcse(idata, "mu", mean, sd)
-    table = assert_within_mcse(idata, "k", p_k1)
-    assert table["ess_bulk"].item() > 200
+    assert assert_within_mcse(idata, "mu", mean, sd)["ess_bulk"].item() > 300
+    assert assert_within_mcse(idata, "k", p_k1)["ess_bulk"].item() > 300
     assert idata.posterior["k"].dtype == np.int64
     assert idata.attrs["sampler"] == "Gibbs" and not idata.sample_stats["diverging"].any()
 
 
 def test_gibbs_mixture_weight_and_assignments_match_quadrature():
+    # Over seeds 1-5 the largest |error| / MCSE was 1.5 (mean of w), 2.3 (sd of w) and 2.2
+    # (the 12 assignment marginals); ESS of w 287-375.
     w_mean, w_sd, z_one = mixture_exact(mix_data())
     assert 0.02 < z_one.min() and z_one.max() < 0.995
     idata = run_mcmc(
