@@ -179,6 +179,66 @@ def test_gibbs_conditional_is_the_closed_form():
     assert torch.allclose(log_probs.exp(), expected, atol=1e-12)
 
 
+def nested_model(x):
+    """A switch c_g per group (outer plate) picks the mean of the group's points (inner plate);
+    an assignment z_gi per point picks its scale."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("groups", x.shape[0], dim=-2):
+        c = pyro.sample("c", dist.Bernoulli(0.4))
+        with pyro.plate("points", x.shape[1], dim=-1):
+            z = pyro.sample("z", dist.Categorical(torch.tensor([0.2, 0.3, 0.5])))
+            scale = torch.tensor([0.5, 1.0, 2.0])[z]
+            pyro.sample("x", dist.Normal(mu + 2.0 * c, scale), obs=x)
+
+
+def test_gibbs_conditionals_in_nested_plates_are_the_closed_form():
+    # p(c_g = 1 | mu, z, x) sums its children over the inner plate; p(z_gi | ...) is per point.
+    x = torch.arange(12.0).reshape(3, 4) / 4 - 1
+    kernel = GibbsKernel(nested_model, continuous="rwmh")
+    kernel.setup(0, x)
+    assert kernel.discrete_sites == ["c", "z"] and kernel._nesting == 2
+    mu, c = torch.tensor(0.3), torch.tensor([[1.0], [0.0], [1.0]])
+    z = torch.tensor([[0, 1, 2, 1], [2, 2, 0, 1], [1, 0, 0, 2]])
+    params = {"mu": mu, "c": c, "z": z.to(mu.dtype)}
+    scales, weights = torch.tensor([0.5, 1.0, 2.0]), torch.tensor([0.2, 0.3, 0.5])
+
+    log_probs, values = kernel.conditional_log_probs("c", params)
+    log_lik = torch.stack([dist.Normal(mu + 2.0 * k, scales[z]).log_prob(x) for k in (0, 1)])
+    expected = torch.tensor([0.6, 0.4]).log()[:, None] + log_lik.sum(-1)  # (2, groups)
+    expected = (expected - expected.logsumexp(0)).T[:, None, :]  # (groups, 1, 2)
+    assert values.tolist() == [0.0, 1.0] and log_probs.shape == (3, 1, 2)
+    assert torch.allclose(log_probs, expected, atol=1e-12)
+
+    log_probs, values = kernel.conditional_log_probs("z", params)
+    log_lik = dist.Normal(mu + 2.0 * c[..., None], scales).log_prob(x[..., None])
+    expected = weights.log() + log_lik  # (groups, points, 3)
+    assert values.tolist() == [0, 1, 2]
+    assert torch.allclose(log_probs, expected - expected.logsumexp(-1, keepdim=True), atol=1e-12)
+
+
+def two_switches(x):
+    a = pyro.sample("a", dist.Bernoulli(0.3))
+    b = pyro.sample("b", dist.Bernoulli(0.6))
+    pyro.sample("x", dist.Normal(a + 2.0 * b, 1.0), obs=x)
+
+
+def test_gibbs_with_discrete_sites_only_reaches_the_enumerated_posterior():
+    # p(a, b | x) over the four values, exactly; the chain alternates a | b and b | a.
+    # Over seeds 0-5 the largest |error| / MCSE was 1.9, ESS 866-1178.
+    x = torch.tensor(1.5)
+    grid = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    log_joint = (
+        dist.Bernoulli(0.3).log_prob(grid[:, 0])
+        + dist.Bernoulli(0.6).log_prob(grid[:, 1])
+        + dist.Normal(grid[:, 0] + 2.0 * grid[:, 1], 1.0).log_prob(x)
+    )
+    post = log_joint.softmax(0)
+    idata = run_mcmc(two_switches, x, kernel="gibbs", num_samples=1500, warmup_steps=100)
+    assert_within_mcse(idata, "a", float(post[2] + post[3]))
+    assert_within_mcse(idata, "b", float(post[1] + post[3]))
+    assert idata.attrs["acceptance_rate"] == [1.0]
+
+
 def scale_coin():
     """A coin k sets the prior scale of mu: every switch of k changes mu's potential a lot."""
     k = pyro.sample("k", dist.Bernoulli(0.5))

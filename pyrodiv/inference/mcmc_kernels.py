@@ -313,7 +313,7 @@ class GibbsKernel(MCMCKernel):
                     f"dimensions than the {self._nesting} plate(s) and the enumeration of "
                     f"{name!r}: declare its batch dimensions with pyro.plate or .to_event()"
                 )
-            if log_prob.dim() < rank or log_prob.shape[0] == 1:
+            if other != name and (log_prob.dim() < rank or log_prob.shape[0] == 1):
                 continue  # does not depend on the enumerated site
             total = total + (log_prob.sum(other_dims, keepdim=True) if other_dims else log_prob)
         total = total.movedim(0, -1)
