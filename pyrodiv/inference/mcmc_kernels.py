@@ -1,20 +1,14 @@
 r"""One entry point for four MCMC kernels, and Gibbs sampling of discrete latent sites.
 
 :func:`run_mcmc` samples the posterior :math:`p(z \mid x) \propto p(x, z)` of a Pyro model with
-
-- ``"nuts"`` / ``"hmc"``: :func:`~pyrodiv.inference.baselines.run_nuts` and
-  :func:`~pyrodiv.inference.baselines.run_hmc`;
-- ``"rwmh"``: random-walk Metropolis-Hastings, Pyro's ``RandomWalkKernel``: the proposal
-  :math:`u' = u + h\,\varepsilon`, :math:`\varepsilon \sim N(0, I)` in the unconstrained space,
-  accepted with probability :math:`\min(1, p(x, z') / p(x, z))` (Jacobians included); the step
-  :math:`h` is adapted during warmup towards the acceptance rate 0.234;
-- ``"gibbs"``: :class:`GibbsKernel`, which keeps the discrete latent sites and samples each
-  of them exactly from its full conditional, and the continuous sites by an HMC, NUTS or
-  random-walk step given the discrete values (Metropolis/HMC within Gibbs).
-
-All four return the ``InferenceData`` of :func:`~pyrodiv.inference.baselines.run_nuts` (the
-groups are listed in :mod:`pyrodiv.inference.baselines`); with ``"gibbs"`` the discrete sites
-are in the ``posterior`` group, with their integer dtype.
+NUTS or HMC (:func:`~pyrodiv.inference.baselines.run_nuts`, ``run_hmc``), random-walk
+Metropolis-Hastings (Pyro's ``RandomWalkKernel``: :math:`u' = u + h\,\varepsilon` in the
+unconstrained space, accepted with probability :math:`\min(1, p(x, z') / p(x, z))`, Jacobians
+included, :math:`h` adapted during warmup) or :class:`GibbsKernel`, which keeps the discrete
+latent sites and draws each exactly from its full conditional, and moves the continuous sites
+by an HMC, NUTS or random-walk step given them (Metropolis/HMC within Gibbs). All return the
+``InferenceData`` of :func:`~pyrodiv.inference.baselines.run_nuts`; with Gibbs the discrete
+sites are in the ``posterior`` group, in their integer dtype.
 
 The Gibbs conditional. Let :math:`d` be a discrete site inside plates :math:`I` (one element
 :math:`d_i` per plate index :math:`i`, conditionally independent given everything outside the
@@ -56,6 +50,7 @@ Example (the talk's two-component mixture, its assignment site ``z`` kept)::
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -71,7 +66,7 @@ from torch.distributions import constraints
 from torch.distributions.transforms import Transform
 
 from ..validation import check_int, seeded
-from .baselines import run_hmc, run_nuts
+from .baselines import _CHAIN_METHODS, run_hmc, run_nuts
 from .inference_data import _samples_to_idata
 
 __all__ = ["GibbsKernel", "run_mcmc"]
@@ -91,9 +86,6 @@ class _DiscreteValues(Transform):
     def __init__(self, dtype: torch.dtype):
         super().__init__()
         self.dtype = dtype
-
-    def __eq__(self, other):
-        return isinstance(other, _DiscreteValues) and other.dtype == self.dtype
 
     def _call(self, x):
         return x.to(torch.get_default_dtype())
@@ -149,9 +141,8 @@ def _latent_sites(trace) -> tuple[list[str], list[str]]:
         elif not fn.has_enumerate_support:
             raise ValueError(
                 f"discrete site {name!r} ({type(fn).__name__}) cannot be enumerated: Gibbs "
-                "scores every value of a discrete site, so it needs a finite support "
-                "(Categorical, Bernoulli, Binomial, ...) with its batch under pyro.plate, "
-                "not .to_event()"
+                "scores every value, so it needs a finite support (Categorical, Bernoulli, "
+                "...) with its batch under pyro.plate, not .to_event()"
             )
         else:
             plate_dims = {f.dim for f in site["cond_indep_stack"] if f.vectorized}
@@ -161,8 +152,7 @@ def _latent_sites(trace) -> tuple[list[str], list[str]]:
                     raise ValueError(
                         f"discrete site {name!r} has batch dimension {i - len(batch)} of "
                         f"size {size} outside any pyro.plate: wrap it in a plate, so that "
-                        "its elements are conditionally independent and each is drawn from "
-                        "its own conditional"
+                        "each element is drawn from its own conditional"
                     )
             group = discrete
         group.append(name)
@@ -229,14 +219,12 @@ class GibbsKernel(MCMCKernel):
         self._inner = None
         self._values: dict[str, torch.Tensor] = {}
         self._initial_params = None
-        self._t, self._warmup_steps = 0, 0
 
     def setup(self, warmup_steps, *args, **kwargs):
         """Trace the model once with its arguments ``*args, **kwargs``: sort the latent sites
         into discrete and continuous, draw the first discrete values from the prior, and set
         up the inner kernel (``warmup_steps`` adaptation steps) on the conditioned model."""
         self._args, self._kwargs = args, kwargs
-        self._warmup_steps, self._t = warmup_steps, 0
         with poutine.block():
             trace = poutine.trace(self.model).get_trace(*args, **kwargs)
         self._nesting = (
@@ -341,7 +329,6 @@ class GibbsKernel(MCMCKernel):
             else:
                 self._inner._energy_last = self._inner.potential_fn(z)
             z = self._inner.sample(z)
-        self._t += 1
         return {**z, **self._as_params()}
 
     def _as_params(self) -> dict:
@@ -360,19 +347,14 @@ class GibbsKernel(MCMCKernel):
             self._inner.cleanup()
 
 
-def _prototype(model, args, kwargs, seed):
-    """One trace of the model from its prior, or None when a site cannot be sampled
-    (``dist.ImproperUniform``); the sampler then reports what it finds."""
+def _check_sites(model, args, kwargs, seed, kernel: str) -> None:
+    """Refuse, before sampling, a model without latent sites, and discrete sites for the
+    kernels that would sum them out. A model with a site that cannot be sampled from its prior
+    (``dist.ImproperUniform``) is left to the sampler."""
     try:
         with seeded(seed), poutine.block(), torch.no_grad():
-            return poutine.trace(model).get_trace(*args, **kwargs)
+            trace = poutine.trace(model).get_trace(*args, **kwargs)
     except NotImplementedError:
-        return None
-
-
-def _check_sites(model, args, kwargs, seed, kernel: str) -> None:
-    trace = _prototype(model, args, kwargs, seed)
-    if trace is None:
         return
     latent = {
         name: site
@@ -497,28 +479,16 @@ def run_mcmc(
         return run_nuts(model, *args, **common, **kwargs)
     if kernel == "hmc":
         return run_hmc(model, *args, **common, **kwargs)
-    if chain_method not in ("auto", "parallel", "sequential"):
-        raise ValueError(
-            f"chain_method must be one of ('auto', 'parallel', 'sequential'), got {chain_method!r}"
-        )
+    if chain_method not in _CHAIN_METHODS:
+        raise ValueError(f"chain_method must be one of {_CHAIN_METHODS}, got {chain_method!r}")
     if chain_method == "parallel" and num_chains > 1:
         warnings.warn(
             f"kernel={kernel!r} runs its {num_chains} chains sequentially in this process",
             RuntimeWarning,
             stacklevel=2,
         )
-    if kernel == "rwmh":
-        name = "RWMH"
-
-        def make_kernel():
-            return RandomWalkKernel(model, **options)
-
-    else:
-        name = "Gibbs"
-
-        def make_kernel():
-            return GibbsKernel(model, **options)
-
+    name, kernel_class = ("RWMH", RandomWalkKernel) if kernel == "rwmh" else ("Gibbs", GibbsKernel)
+    make_kernel = functools.partial(kernel_class, model, **options)
     try:
         make_kernel()
     except TypeError as error:
