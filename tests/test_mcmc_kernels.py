@@ -245,15 +245,20 @@ def scale_coin():
     pyro.sample("mu", dist.Normal(0.0, 0.2 + 2.8 * k))
 
 
-@pytest.mark.parametrize("continuous", ["hmc", "rwmh"])
+INNER_OPTIONS = {
+    "hmc": {"step_size": 0.3, "num_steps": 3, "adapt_step_size": False},
+    "nuts": {"step_size": 0.3, "max_tree_depth": 2, "adapt_step_size": False},
+    "rwmh": {"init_step_size": 0.5},
+}
+
+
+@pytest.mark.parametrize("continuous", ["hmc", "nuts", "rwmh"])
 def test_inner_kernel_reads_the_potential_of_the_current_discrete_values(continuous):
     # The inner kernel caches the potential energy -log p(x, z_c, d) of its state. After each
     # draw of d it must be recomputed, or the Metropolis correction of the continuous step
     # compares energies of two different targets; a step rejected right after a switch of k
     # would then leave the energy of the old k in the cache.
-    options = {"step_size": 0.3, "num_steps": 3, "adapt_step_size": False}
-    if continuous == "rwmh":
-        options = {"init_step_size": 0.5}
+    options = INNER_OPTIONS[continuous]
     kernel = GibbsKernel(scale_coin, continuous, options)
     pyro.set_rng_seed(0)
     kernel.setup(0)
@@ -262,7 +267,7 @@ def test_inner_kernel_reads_the_potential_of_the_current_discrete_values(continu
         k_before = params["k"]
         params = kernel.sample(params)
         switches += int(params["k"] != k_before)
-        if continuous == "hmc":
+        if continuous != "rwmh":
             cached = inner._fetch_from_cache()[1]
         else:
             cached = inner._energy_last
