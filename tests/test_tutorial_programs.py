@@ -235,7 +235,8 @@ N_DRAWS = 4000
 
 
 def _draws(program):
-    """Exact posterior draws (``N_DRAWS``), the exact guide, and the posterior's entropy."""
+    """Exact posterior draws (``N_DRAWS``), the exact guide, and the posterior's entropy (for
+    the HMM, whose posterior is not known, the guide's own draws and entropy)."""
     gen = torch.Generator().manual_seed(5)
     if program == "coin":
         a, b, _ = tp.coin_posterior()
