@@ -301,6 +301,21 @@ def test_chains_are_seeded_and_reproducible():
     assert a.attrs["seed"] == 3 and a.attrs["chain_method"] == "sequential"
 
 
+@pytest.mark.parametrize("step, match", [(1e-3, "tiny steps"), (1e3, "rejects almost every")])
+def test_rwmh_warns_when_the_chain_barely_moves(step, match):
+    # Without warmup the step size is not adapted: 1e-3 accepts nearly all proposals (and
+    # crawls), 1e3 nearly none (posterior sd 0.46).
+    with pytest.warns(RuntimeWarning, match=match):
+        run_mcmc(
+            normal_model,
+            normal_data(),
+            kernel="rwmh",
+            num_samples=200,
+            warmup_steps=0,
+            kernel_kwargs={"init_step_size": step},
+        )
+
+
 def test_nuts_through_run_mcmc_matches_run_nuts():
     y = normal_data()
     idata = run_mcmc(normal_model, y, kernel="NUTS", num_samples=20, warmup_steps=20)

@@ -94,16 +94,6 @@ class _DiscreteValues(Transform):
         return y if self.dtype.is_floating_point else y.round().to(self.dtype)
 
 
-class _Conditioned:
-    """``model`` conditioned on ``values``, a dict read at every call (updated in place)."""
-
-    def __init__(self, model: Callable, values: dict):
-        self.model, self.values = model, values
-
-    def __call__(self, *args, **kwargs):
-        return poutine.condition(self.model, data=self.values)(*args, **kwargs)
-
-
 def _plate_nesting(trace) -> int:
     dims = [
         frame.dim
@@ -242,7 +232,9 @@ class GibbsKernel(MCMCKernel):
             options = dict(self.continuous_kwargs)
             if self.continuous != "rwmh":
                 options.setdefault("max_plate_nesting", self._nesting)
-            inner = _CONTINUOUS[self.continuous](_Conditioned(self.model, self._values), **options)
+            # The condition handler reads self._values (updated in place) at every call.
+            conditioned = poutine.condition(self.model, data=self._values)
+            inner = _CONTINUOUS[self.continuous](conditioned, **options)
             inner.setup(warmup_steps, *args, **kwargs)
             self._inner = inner
             self.transforms.update(inner.transforms)
@@ -404,7 +396,23 @@ def _run_sequential(name, make_kernel, model, args, kwargs, options) -> object:
         "wall_time_s": wall_time,
         "acceptance_rate": [float(d.get("acceptance rate", float("nan"))) for _, d in runs],
     }
+    _warn_on_acceptance(name, attrs["acceptance_rate"])
     return _samples_to_idata(model, samples, args, kwargs, {"diverging": diverging}, attrs)
+
+
+def _warn_on_acceptance(name: str, rates: list[float]) -> None:
+    """A chain that (almost) never moves, or a random walk of tiny steps, mixes badly."""
+    step = "kernel_kwargs init_step_size" if name == "RWMH" else "continuous_kwargs step_size"
+    for c, rate in enumerate(rates):
+        if rate < 0.05 or (name == "RWMH" and rate > 0.9):
+            what = "rejects almost every proposal" if rate < 0.05 else "takes tiny steps"
+            warnings.warn(
+                f"{name} chain {c} accepted {rate:.1%} of its proposals after warmup: it "
+                f"{what} and mixes badly; try more warmup_steps or set {step} near the "
+                "posterior sd",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
 
 def run_mcmc(
@@ -466,19 +474,11 @@ def run_mcmc(
         raise ValueError(f"kernel_kwargs must be a dict or None, got {kernel_kwargs!r}")
     options = dict(kernel_kwargs or {})
     _check_sites(model, args, kwargs, seed, kernel)
-    common = dict(
-        num_samples=num_samples,
-        warmup_steps=warmup_steps,
-        num_chains=num_chains,
-        seed=seed,
-        chain_method=chain_method,
-        kernel_kwargs=options,
-        progress_bar=progress_bar,
-    )
-    if kernel == "nuts":
-        return run_nuts(model, *args, **common, **kwargs)
-    if kernel == "hmc":
-        return run_hmc(model, *args, **common, **kwargs)
+    if kernel in ("nuts", "hmc"):
+        run = run_nuts if kernel == "nuts" else run_hmc
+        common = dict(num_samples=num_samples, warmup_steps=warmup_steps, seed=seed)
+        common.update(num_chains=num_chains, chain_method=chain_method, kernel_kwargs=options)
+        return run(model, *args, **common, progress_bar=progress_bar, **kwargs)
     if chain_method not in _CHAIN_METHODS:
         raise ValueError(f"chain_method must be one of {_CHAIN_METHODS}, got {chain_method!r}")
     if chain_method == "parallel" and num_chains > 1:
