@@ -18,7 +18,9 @@ import pytest
 import torch
 from normal_normal import M0, S0, SIGMA, normal_data, normal_model, normal_posterior
 from pyro.infer import MCMC, config_enumerate
+from pyro.infer.autoguide import init_to_value
 from pyro.ops.indexing import Vindex
+from torch.distributions import constraints
 
 import pyrodiv.inference.mcmc_kernels as mcmc_kernels
 from pyrodiv.inference import arviz_adapter
@@ -237,6 +239,30 @@ def test_gibbs_with_discrete_sites_only_reaches_the_enumerated_posterior():
     assert_within_mcse(idata, "a", float(post[2] + post[3]))
     assert_within_mcse(idata, "b", float(post[1] + post[3]))
     assert idata.attrs["acceptance_rate"] == [1.0]
+
+
+def flat_prior_with_coin(y):
+    """mu has a flat prior (cannot be sampled); an unused coin keeps the model discrete."""
+    mu = pyro.sample("mu", dist.ImproperUniform(constraints.real, (), ()))
+    pyro.sample("coin", dist.Bernoulli(0.3))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu, SIGMA), obs=y)
+
+
+def test_gibbs_starts_a_flat_prior_from_the_inner_init_strategy():
+    # Posterior of mu: N(mean(y), SIGMA^2 / n); the coin keeps its prior Bernoulli(0.3).
+    y = normal_data()
+    init = init_to_value(values={"mu": torch.tensor(0.0)})
+    idata = run_mcmc(
+        flat_prior_with_coin,
+        y,
+        kernel="gibbs",
+        num_samples=600,
+        warmup_steps=200,
+        kernel_kwargs={"continuous_kwargs": {"num_steps": 3, "init_strategy": init}},
+    )
+    assert_within_mcse(idata, "mu", float(y.mean()), SIGMA / len(y) ** 0.5)
+    assert_within_mcse(idata, "coin", 0.3)
 
 
 def scale_coin():

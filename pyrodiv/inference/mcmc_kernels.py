@@ -59,6 +59,7 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.infer import HMC, MCMC, NUTS
+from pyro.infer.autoguide.initialization import InitMessenger, init_to_uniform
 from pyro.infer.mcmc import RandomWalkKernel
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from pyro.poutine.subsample_messenger import _Subsample
@@ -154,14 +155,10 @@ class GibbsKernel(MCMCKernel):
     conditionals, continuous sites moved by an inner Pyro kernel.
 
     Every latent site with an enumerable support (``Categorical``, ``Bernoulli``, ...,
-    marked ``infer={"enumerate": "parallel"}`` or not) is discrete. One step sweeps the
-    discrete sites in the model's order, drawing each from
-
-    .. math:: p(d_i = k \mid \text{rest}, x) \propto \exp \ell_i(k)
-
-    (see :mod:`pyrodiv.inference.mcmc_kernels`; all values :math:`k` and plate elements
-    :math:`i` come from one enumerated trace), then takes one step of the inner kernel on the
-    continuous sites, the model conditioned on the current discrete values.
+    marked for enumeration or not) is discrete. One step draws each discrete site from its
+    full conditional :math:`p(d_i = k \mid \text{rest}, x) \propto \exp \ell_i(k)` (see
+    :mod:`pyrodiv.inference.mcmc_kernels`; one enumerated trace scores all values :math:`k` and
+    elements :math:`i`), then takes one step of the inner kernel on the continuous sites.
 
     :param model: a Pyro model; each discrete site's batch dimensions must be plates.
     :param continuous: the inner kernel, ``"hmc"`` (default), ``"nuts"`` or ``"rwmh"``.
@@ -215,8 +212,15 @@ class GibbsKernel(MCMCKernel):
         into discrete and continuous, draw the first discrete values from the prior, and set
         up the inner kernel (``warmup_steps`` adaptation steps) on the conditioned model."""
         self._args, self._kwargs = args, kwargs
+        # Continuous sites start as the inner kernel's init_strategy says (init_to_value for
+        # a flat dist.ImproperUniform prior), discrete ones from the prior given them.
+        init = self.continuous_kwargs.get("init_strategy", init_to_uniform)
+
+        def start(site):
+            return site["fn"].sample().detach() if _is_discrete(site["fn"]) else init(site)
+
         with poutine.block():
-            trace = poutine.trace(self.model).get_trace(*args, **kwargs)
+            trace = poutine.trace(InitMessenger(start)(self.model)).get_trace(*args, **kwargs)
         self._nesting = (
             _plate_nesting(trace) if self.max_plate_nesting is None else self.max_plate_nesting
         )
@@ -252,17 +256,12 @@ class GibbsKernel(MCMCKernel):
         if self._inner is not None:
             self._inner.initial_params = {n: params[n] for n in self.continuous_sites}
 
-    def conditional_log_probs(
-        self, name: str, params: Mapping
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""The full conditional of the discrete site ``name`` at the state ``params`` (a dict
-        as :meth:`sample` takes it: unconstrained continuous values, discrete values as floats;
-        call :meth:`setup` first).
-
-        Returns the normalized :math:`\log p(d_i = k \mid \text{rest}, x)`, shape
-        ``(*plate_sizes, K)`` over all ``max_plate_nesting`` plate dimensions (size 1 for the
-        plates that do not hold the site), and the ``K`` enumerated values, shape
-        ``(K, *event_shape)``."""
+    def conditional_log_probs(self, name: str, params: Mapping) -> tuple[torch.Tensor, ...]:
+        r"""The full conditional of the discrete site ``name`` at the state ``params`` (as
+        :meth:`sample` takes it; call :meth:`setup` first): the normalized
+        :math:`\log p(d_i = k \mid \text{rest}, x)`, shape ``(*plate_sizes, K)`` over all
+        ``max_plate_nesting`` plate dimensions (size 1 for the plates that do not hold the
+        site), and the ``K`` enumerated values, shape ``(K, *event_shape)``."""
         if name not in self.discrete_sites:
             raise ValueError(f"{name!r} is not a discrete latent site ({self.discrete_sites})")
         data = {n: self.transforms[n].inv(params[n]) for n in self.continuous_sites}
