@@ -319,7 +319,8 @@ def test_gibbs_kernel_in_pyro_mcmc_keeps_integer_draws():
 def test_chains_are_seeded_and_reproducible():
     y = normal_data()
     options = dict(kernel="rwmh", num_samples=50, warmup_steps=20, num_chains=2, seed=3)
-    a = run_mcmc(normal_model, y, **options)
+    with pytest.warns(RuntimeWarning, match="sequentially"):
+        a = run_mcmc(normal_model, y, chain_method="parallel", **options)
     b = run_mcmc(normal_model, y, **options)
     draws = a.posterior["mu"].values
     assert draws.shape == (2, 50) and not np.allclose(draws[0], draws[1])
