@@ -435,7 +435,8 @@ class WGAN(_AdversarialLoss):
 
     :param gradient_penalty: :math:`\lambda \ge 0`.
     :param one_sided: penalize only :math:`\|\nabla T\| > 1`,
-        :math:`\max(0, \|\nabla T\| - 1)^2` (Petzka et al. 2018). In one dimension the
+        :math:`\max(0, \|\nabla T\| - 1)^2` (Petzka et al. 2018; the default), or, with
+        ``False``, Gulrajani et al.'s two-sided :math:`(\|\nabla T\| - 1)^2`. In one dimension the
         two-sided penalty's maximum at :math:`T' = 0` keeps a critic that starts with its slope
         reversed from turning round (a local optimum of the critic's objective), while the
         guide, descending that critic, runs away from :math:`P`; the one-sided penalty has no
@@ -449,7 +450,7 @@ class WGAN(_AdversarialLoss):
     divergence = "WGAN-GP (Wasserstein-1)"
 
     def __init__(
-        self, critic, gradient_penalty=10.0, one_sided=False, critic_name="critic", **options
+        self, critic, gradient_penalty=10.0, one_sided=True, critic_name="critic", **options
     ):
         if isinstance(gradient_penalty, bool) or not isinstance(gradient_penalty, int | float):
             raise TypeError(f"WGAN: gradient_penalty must be a number, got {gradient_penalty!r}")
