@@ -121,3 +121,25 @@ def test_sample_based_losses_compile_too(make):
     assert torch.allclose(jit_value, value, rtol=1e-12)
     for a, b in zip(jit_grads, grads, strict=True):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_a_non_tensor_argument_is_fixed_in_the_graph_and_an_unhashable_one_is_named():
+    def model(y, flag):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(z + (1.0 if flag else 0.0), 1.0), obs=y)
+
+    def guide(y, flag):
+        pyro.sample("z", dist.Normal(pyro.param("q", torch.tensor(0.0)), 1.0))
+
+    y = torch.tensor(0.5)
+    for flag in (True, False):  # each flag value records its own graph
+        eager = pyrodiv.ReverseKL(num_particles=4, vectorize_particles=True)
+        compiled = jit(pyrodiv.ReverseKL(num_particles=4, vectorize_particles=True))
+        compiled.loss(model, guide, y, flag)  # records the graph
+        values = []
+        for loss in (eager, compiled):
+            pyro.set_rng_seed(0)
+            values.append(loss.loss(model, guide, y, flag))
+        assert values[1] == pytest.approx(values[0], rel=1e-10)
+    with pytest.raises(TypeError, match="positional argument 1 \\(list\\)"):
+        jit(pyrodiv.ReverseKL()).loss(model, guide, y, [1])

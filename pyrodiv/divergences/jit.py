@@ -45,6 +45,9 @@ def jit(loss: DivergenceLoss, ignore_jit_warnings: bool = True, jit_options=None
     :param ignore_jit_warnings: silence the tracer's warnings about frozen control flow.
     :param jit_options: passed to :func:`torch.jit.trace` (``check_trace`` is off).
 
+    The tensors among the positional arguments are the graph's inputs; any other positional
+    argument (a flag, a size) is fixed in the graph, and each new value records a new one.
+
     Example::
 
         >>> from pyrodiv import ForwardKL
@@ -62,12 +65,19 @@ def jit(loss: DivergenceLoss, ignore_jit_warnings: bool = True, jit_options=None
     compiled = {}
 
     def _estimate(model, guide, args, kwargs):
+        # the tensors are the graph's inputs; any other positional argument is fixed in it,
+        # and a new value records a new graph
+        tensors = tuple(a for a in args if isinstance(a, torch.Tensor))
+        fixed = _fixed_arguments(args)
         # a graph recorded without autograd would lack the score-function terms
-        key = (model, guide, torch.is_grad_enabled())  # the objects: ids can be reused
+        key = (model, guide, torch.is_grad_enabled(), fixed)  # objects: ids can be reused
         if key not in compiled:
+            template = list(args)
 
-            def value_and_surrogate(*args, **kwargs):
-                est = uncompiled(model, guide, args, kwargs)
+            def value_and_surrogate(*tensors, **kwargs):
+                inputs = iter(tensors)
+                full = [next(inputs) if isinstance(a, torch.Tensor) else a for a in template]
+                est = uncompiled(model, guide, tuple(full), kwargs)
                 return est.value, est.surrogate
 
             compiled[key] = pyro.ops.jit.trace(
@@ -75,7 +85,23 @@ def jit(loss: DivergenceLoss, ignore_jit_warnings: bool = True, jit_options=None
                 ignore_warnings=ignore_jit_warnings,
                 jit_options=None if jit_options is None else dict(jit_options),
             )
-        return Estimate(*compiled[key](*args, **kwargs))
+        return Estimate(*compiled[key](*tensors, **kwargs))
 
     loss._estimate = _estimate
     return loss
+
+
+def _fixed_arguments(args) -> tuple:
+    """The positional arguments that are not tensors, by position (hashable: each distinct
+    value records its own graph); a TypeError names one that cannot be hashed."""
+    fixed = tuple((i, a) for i, a in enumerate(args) if not isinstance(a, torch.Tensor))
+    for i, a in fixed:
+        try:
+            hash(a)
+        except TypeError:
+            raise TypeError(
+                f"jit: positional argument {i} ({type(a).__name__}) is neither a tensor nor "
+                "hashable, so it can be neither an input of the recorded graph nor fixed in it; "
+                "pass its tensors as arguments, or make it a tuple"
+            ) from None
+    return fixed

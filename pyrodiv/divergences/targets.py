@@ -255,6 +255,8 @@ class SetDraws(Messenger):
         self.seen.add(name)
         if msg["is_observed"] or type(msg["fn"]).__name__ == "_Subsample":
             return
+        if name not in self.draws and msg["infer"].get("enumerate") == "parallel":
+            return  # summed out (pyrodiv.divergences.enumeration), not a draw of P
         self.latent.add(name)
         if name not in self.draws:  # reported on exit; a feasible value lets the run finish
             self.missing.append(name)

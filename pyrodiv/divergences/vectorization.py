@@ -66,14 +66,10 @@ def check_vectorized(call, nesting: int, run: Run, subsamples: dict) -> None:
             single.compute_log_prob()
             pairs, single_q = [], None
             if guide_trace is not None and not is_guide_messenger(guide):
-                if call.order in (Order.MODEL_FIRST, Order.GIVEN_DRAWS):
-                    single_q = replay_guide_at(guide, single, args, kwargs)
-                else:
-                    values = _guide_values(guide_trace, proto_guide, k, -nesting - 1)
-                    with PinSubsamples(subsamples), SetValues(values):
-                        single_q = poutine.trace(guide).get_trace(*args, **kwargs)
-                single_q = prune_subsample_sites(single_q)
-                single_q.compute_log_prob()
+                single_q = _rescored_guide(
+                    call, (guide_trace, proto_guide), k, nesting, single, subsamples
+                )
+            if single_q is not None:
                 pairs.append(("log q", run.log_q[k], trace_log_density(single_q, None)))
             # a SampleTarget's log p is not a density (its row is drawn afresh on each run)
             if not is_sample_target(model):
@@ -91,6 +87,27 @@ def check_vectorized(call, nesting: int, run: Run, subsamples: dict) -> None:
                         f"{label} of particle {k} differs between the vectorized and "
                         f"one-particle runs ({float(a):.6g} vs {float(b):.6g})"
                     )
+
+
+def _rescored_guide(call, guide_traces, k, nesting, single, subsamples):
+    """The guide's one-particle trace at particle ``k``'s draws (log-probs computed), or
+    ``None`` for a guide that cannot score a draw it did not make itself (a flow without an
+    inverse, such as ``BlockAutoregressive``, which looks its draws up in a cache): its log q
+    is then not compared, and the model's log p still is."""
+    args, kwargs = call.args, call.kwargs
+    guide_trace, proto_guide = guide_traces
+    try:
+        if call.order in (Order.MODEL_FIRST, Order.GIVEN_DRAWS):
+            single_q = replay_guide_at(call.guide, single, args, kwargs)
+        else:
+            values = _guide_values(guide_trace, proto_guide, k, -nesting - 1)
+            with PinSubsamples(subsamples), SetValues(values):
+                single_q = poutine.trace(call.guide).get_trace(*args, **kwargs)
+        single_q = prune_subsample_sites(single_q)
+        single_q.compute_log_prob()
+    except (KeyError, NotImplementedError):
+        return None
+    return single_q
 
 
 def _guide_values(guide_trace, proto_guide, k: int, dim: int) -> dict:
