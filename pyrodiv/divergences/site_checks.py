@@ -124,8 +124,10 @@ def check_densities(guide_trace) -> None:
                 f"guide site {name!r} is a point mass (Delta) and has no density; the "
                 "divergence losses need log q. Use a guide with a density (AutoNormal, "
                 "AutoDiagonalNormal, AutoMultivariateNormal, or a Normal in a hand-written "
-                "guide) or a sample-based loss; for a point estimate, use pyro.infer.Trace_ELBO "
-                "with AutoDelta (MAP)"
+                "guide), or a loss that needs only draws of Q (an implicit guide, a network of "
+                "noise, is such a Delta): Wasserstein, or the adversarial GAN, LSGAN, WGAN and "
+                "AdversarialFDivergence, which train a critic. For a point estimate, use "
+                "pyro.infer.Trace_ELBO with AutoDelta (MAP)"
             )
 
 
