@@ -92,6 +92,7 @@ _EXTERNAL = (
     "dataclasses",
     "contextlib",
     "ot",
+    "lightning",
     "enum",
 )
 nitpick_ignore_regex = [
