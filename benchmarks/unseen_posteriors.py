@@ -16,6 +16,9 @@ hmm_example            hmm_example-hmm_example             HMM forward algorithm
                                                            and positive-ordered sites, 4-D
 logmesquite            mesquite-logmesquite                regression, collinear logs, 8-D
 hmm_drive_0            bball_drive_event_0-hmm_drive_0     HMM, exponential emissions, 6-D
+earn_height            earnings-earn_height                regression in dollars: posterior
+                                                           sds 10^2 to 10^4, 3-D
+logearn_interaction    earnings-logearn_interaction        uncentred interaction, 5-D
 =====================  ==================================  ==============================
 
 Data and reference draws are read at run time from a posteriordb source tree given by
@@ -27,13 +30,15 @@ divergences of ``benchmarks/approximate.py`` and scored by the same functions: 1
 draws and 1000 PSIS-resampled draws against the reference (10 chains thinned to 5000 draws),
 worst-variable W1 and sd ratios in reference sds, k-hat, wall time; a fit passes when its W1
 max <= 0.25 and every sd ratio is in [0.8, 1.25] (and its divergence stage did not fail).
-``--nuts`` also runs and times NUTS (1 chain, 1000 warmup + 1000 draws) as a baseline.
+``--nuts-models`` names the models whose NUTS (1 chain, 1000 warmup + 1000 draws) is run and
+timed as a baseline; ``--append`` keeps the rows of the models not run.
 
 Writes ``unseen_posteriors.csv``, ``unseen_posteriors_variables.csv`` and
 ``unseen_posteriors.md`` to ``--out``::
 
     OMP_NUM_THREADS=1 python benchmarks/unseen_posteriors.py \
-        --posteriordb /path/to/posteriordb [--models arma11,gp_regr] [--nuts] [--render]
+        --posteriordb /path/to/posteriordb [--models arma11,gp_regr] [--nuts-models ''] \\
+        [--append] [--render]
 """
 
 from __future__ import annotations
@@ -221,23 +226,25 @@ def hmm_drive_0(u: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, K: int = 
     pyro.factor("uv", _hmm_log_likelihood(log_theta, emission))
 
 
-def logmesquite(X: torch.Tensor, log_weight: torch.Tensor, *, flat_scale: float = FLAT_SCALE):
-    r"""Log-log regression of mesquite weight (posteriordb ``mesquite-logmesquite``).
+def regression(X: torch.Tensor, y: torch.Tensor, *, flat_scale: float = FLAT_SCALE):
+    r"""Linear regression with Stan's flat priors (posteriordb ``mesquite-logmesquite``,
+    ``earnings-earn_height``, ``earnings-logearn_interaction``).
 
     .. math::
 
-        \beta \sim \mathcal N(0, 1000)^{7}, \quad \sigma \sim \text{HalfNormal}(1000)
-        \;(\text{Stan: flat}), \quad
-        \log w_n \sim \mathcal N(x_n^\top \beta, \sigma),
+        \beta \sim \mathcal N(0, s)^{D}, \quad \sigma \sim \text{HalfNormal}(s)
+        \;(\text{Stan: flat}), \quad y_n \sim \mathcal N(x_n^\top \beta, \sigma),
 
-    with :math:`x_n = (1, \log d_1, \log d_2, \log h_c, \log h_t, \log \rho, g)`.
+    with the design matrix ``X`` (N, D) built from the data as the Stan program's transformed
+    data (see ``UNSEEN``), and :math:`s` = ``flat_scale`` (1000, or more where the posterior's
+    scale needs it: earnings in dollars).
     """
     beta = pyro.sample(
         "beta", dist.Normal(_c(0.0, X), _c(flat_scale, X)).expand([X.shape[-1]]).to_event(1)
     )
     sigma = pyro.sample("sigma", dist.HalfNormal(_c(flat_scale, X)))
     with pyro.plate("data", X.shape[-2]):
-        pyro.sample("log_weight", dist.Normal((X * beta).sum(-1), sigma), obs=log_weight)
+        pyro.sample("y", dist.Normal((X * beta).sum(-1), sigma), obs=y)
 
 
 # ---- posteriordb source ---------------------------------------------------------------------
@@ -301,9 +308,24 @@ def _t(value) -> torch.Tensor:
 
 
 def _mesquite_kwargs(d: dict) -> dict:
+    """log weight on (1, log diam1, log diam2, log canopy_height, log total_height,
+    log density, group)."""
     logs = [torch.log(_t(d[k])) for k in ("diam1", "diam2", "canopy_height", "total_height")]
     columns = [torch.ones(d["N"]), *logs, torch.log(_t(d["density"])), _t(d["group"])]
-    return {"X": torch.stack(columns, -1), "log_weight": torch.log(_t(d["weight"]))}
+    return {"X": torch.stack(columns, -1), "y": torch.log(_t(d["weight"]))}
+
+
+def _earn_height_kwargs(d: dict) -> dict:
+    """earn (dollars) on (1, height): the posterior sds are 10^4, 10^2 and 10^2.5."""
+    X = torch.stack([torch.ones(d["N"]), _t(d["height"])], -1)
+    return {"X": X, "y": _t(d["earn"]), "flat_scale": 1e7}
+
+
+def _logearn_interaction_kwargs(d: dict) -> dict:
+    """log earn on (1, height, male, height * male): collinear, uncentred predictors."""
+    height, male = _t(d["height"]), _t(d["male"])
+    X = torch.stack([torch.ones(d["N"]), height, male, height * male], -1)
+    return {"X": X, "y": torch.log(_t(d["earn"]))}
 
 
 @dataclass(frozen=True)
@@ -333,16 +355,24 @@ UNSEEN = {
             hmm_example,
             lambda d: {"y": _t(d["y"]), "K": d["K"]},
         ),
-        Unseen("logmesquite", "mesquite-logmesquite", logmesquite, _mesquite_kwargs),
+        Unseen("logmesquite", "mesquite-logmesquite", regression, _mesquite_kwargs),
         Unseen(
             "hmm_drive_0",
             "bball_drive_event_0-hmm_drive_0",
             hmm_drive_0,
             lambda d: {"u": _t(d["u"]), "v": _t(d["v"]), "alpha": _t(d["alpha"]), "K": d["K"]},
         ),
+        Unseen("earn_height", "earnings-earn_height", regression, _earn_height_kwargs),
+        Unseen(
+            "logearn_interaction",
+            "earnings-logearn_interaction",
+            regression,
+            _logearn_interaction_kwargs,
+        ),
     )
 }
 DEFAULT_MODELS = ",".join(UNSEEN)
+NUTS_MODELS = "arma11,gp_regr,hmm_example,logmesquite,earn_height,logearn_interaction"
 
 
 def reference_idata(entry: Unseen, source: Source, kwargs: dict):
@@ -395,7 +425,9 @@ def run_model(entry: Unseen, source: Source, divergences, nuts: bool):
                             "method": method,
                             "stages": f"failed: {reason}",
                             "error": reason,
-                            "wall_time_s_failed": time.perf_counter() - began,
+                            "fit_seconds": time.perf_counter() - began
+                            if method == divergence
+                            else 0,
                         }
                     )
                 continue
@@ -419,6 +451,7 @@ def run_model(entry: Unseen, source: Source, divergences, nuts: bool):
                     "gradient_evaluations": fit.num_gradient_evaluations,
                     "stages": stages,
                     "warnings": " | ".join(m[:160] for m in messages),
+                    "fit_seconds": fit.seconds if method == divergence else 0.0,
                 }
             )
         print(
@@ -432,7 +465,15 @@ def run_model(entry: Unseen, source: Source, divergences, nuts: bool):
 
 def summarize(variables: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
     """``benchmarks/approximate.py``'s summary (pass rule included), plus the failed fits."""
-    for column in ("nuts_same_run_s", "khat_fit", "gradient_evaluations", "warnings", "error"):
+    for column in (
+        "nuts_same_run_s",
+        "khat_fit",
+        "gradient_evaluations",
+        "warnings",
+        "error",
+        "fit_seconds",
+        "model_seconds",
+    ):
         if column not in extra.columns:
             extra[column] = math.nan
     summary = _summary(variables, extra, {})
@@ -442,30 +483,75 @@ def summarize(variables: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
-def _markdown(summary: pd.DataFrame, command: str, commit: str, seconds: float | None) -> str:
+def _run_times(summary: pd.DataFrame, extra: pd.DataFrame) -> list[str]:
+    """Per model: NUTS time, the five fits' time, the whole model's time (fits, draws,
+    scoring, NUTS)."""
+    rows = []
+    for model, group in summary.groupby("model", sort=False):
+        fits = group[~group["method"].str.endswith("+psis") & (group["method"] != "nuts")]
+        nuts = group.loc[group["method"] == "nuts", "wall_time_s"]
+        total = extra.loc[extra["model"] == model, "model_seconds"].dropna()
+        rows.append(
+            [
+                model,
+                num(nuts.iloc[0], 1) if len(nuts) else "not run",
+                num(fits["wall_time_s"].sum(), 1),
+                num(total.iloc[0], 0) if len(total) else "-",
+            ]
+        )
+    header = ["model", "NUTS 1000 + 1000 (s)", "5 fits (s)", "whole model (s)"]
+    return [table(header, rows)]
+
+
+def _pyrodiv_version() -> str:
+    """The commit of the pyrodiv source in use, and its uncommitted files, if any."""
+    root = Path(pyrodiv.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], check=True, capture_output=True
+        ).stdout.decode()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "pyrodiv"],
+            check=True,
+            capture_output=True,
+        ).stdout.decode()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown (not a git tree)"
+    changed = [line[3:] for line in dirty.splitlines()]
+    return f"`{commit.strip()}`" + (
+        f" (uncommitted changes in {', '.join(changed)})" if changed else ""
+    )
+
+
+def _markdown(
+    summary: pd.DataFrame, extra: pd.DataFrame, command: str, commit: str, version: str
+) -> str:
     models = list(dict.fromkeys(summary["model"]))
     lines = [
         "# `pyrodiv.approximate` on posteriordb posteriors outside the zoo",
         "",
         f"Regenerate: `{command}`",
         "",
-        f"posteriordb commit: `{commit}`. Models written in `benchmarks/unseen_posteriors.py` "
+        f"posteriordb commit: `{commit}`; pyrodiv: {version}. Models written in "
+        "`benchmarks/unseen_posteriors.py` "
         f"from the Stan programs: {', '.join(models)}. None of them was used to tune "
         "`approximate`. Default settings of `approximate`, seed 0, float64, one torch thread, "
-        "on a shared 2-core machine. Scored as `benchmarks/approximate.py`: 1000 guide draws "
+        "on a shared 2-core machine (under load from other work, so times are rough). "
+        "Scored as `benchmarks/approximate.py`: 1000 guide draws "
         "(`method`) or 1000 draws PSIS-resampled from 2000 (`method+psis`) against the "
         "reference (10 chains of 1000, every 2nd draw: 5000 draws); a fit *passes* when its "
-        "worst-variable "
-        f"W1 <= {W1_LIMIT} reference sds, every sd ratio is in [0.8, 1.25], and the "
-        "divergence's own stage did not collapse, run away or fail.",
+        f"worst-variable W1 <= {W1_LIMIT} reference sds, every sd ratio is in [0.8, 1.25], "
+        "and the divergence's own stage did not collapse, run away or fail. NUTS: 1 chain, "
+        "1000 warmup + 1000 draws, same run, where it was run. k-hat: the fit's own "
+        "(`fit.khat`, 1000 draws).",
+        "",
+        "## Per divergence",
         "",
     ]
-    if seconds is not None:
-        lines += [f"Whole run: {seconds:.0f} s.", ""]
-    lines += ["## Per divergence", ""]
     rows = []
     fits = summary[summary["method"] != "nuts"]
     for method, group in fits.groupby("method", sort=False):
+        timed = group[group["nuts_s"].notna()]
         rows.append(
             [
                 method,
@@ -473,9 +559,19 @@ def _markdown(summary: pd.DataFrame, command: str, commit: str, seconds: float |
                 num(group["w1_max"].median(), 3),
                 num(group["w1_max"].max(), 3),
                 num(group["wall_time_s"].sum(), 1),
+                num(timed["wall_time_s"].sum() / timed["nuts_s"].sum(), 3) if len(timed) else "-",
+                num(timed["time_fraction"].max(), 3) if len(timed) else "-",
             ]
         )
-    header = ["method", "passes", "W1 max (median)", "W1 max (worst)", "time (s, summed)"]
+    header = [
+        "method",
+        "passes",
+        "W1 max (median)",
+        "W1 max (worst)",
+        "time (s, summed)",
+        "time / NUTS, summed",
+        "worst fraction",
+    ]
     lines += [table(header, rows), "", "## Per model", ""]
     rows = []
     for r in summary.itertuples():
@@ -489,6 +585,7 @@ def _markdown(summary: pd.DataFrame, command: str, commit: str, seconds: float |
                 "-" if failed else f"{num(r.sd_ratio_min, 2)} / {num(r.sd_ratio_max, 2)}",
                 num(r.khat_fit, 2),
                 num(r.wall_time_s, 1),
+                num(r.time_fraction, 3),
                 "-" if pd.isna(r.gradient_evaluations) else str(int(r.gradient_evaluations)),
             ]
         )
@@ -500,9 +597,11 @@ def _markdown(summary: pd.DataFrame, command: str, commit: str, seconds: float |
         "sd ratio min / max",
         "k-hat",
         "time (s)",
+        "x NUTS",
         "gradient evals",
     ]
-    lines += [table(header, rows), "", "## Stages and warnings", ""]
+    lines += [table(header, rows), "", "## Run time", ""]
+    lines += _run_times(summary, extra) + ["", "## Stages and warnings", ""]
     for r in summary.itertuples():
         if r.method.endswith("+psis") or r.method == "nuts":
             continue
@@ -512,39 +611,54 @@ def _markdown(summary: pd.DataFrame, command: str, commit: str, seconds: float |
     return "\n".join(lines) + "\n"
 
 
+def _names(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [n for n in names if n not in UNSEEN]
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; known: {', '.join(UNSEEN)}")
+    return names
+
+
 def main(args) -> None:
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
     out = Path(args.out)
     source = Source(args.posteriordb)
-    names = [m.strip() for m in args.models.split(",")]
-    unknown = [n for n in names if n not in UNSEEN]
-    if unknown:
-        raise ValueError(f"unknown models {unknown}; known: {', '.join(UNSEEN)}")
-    seconds = None
+    names, nuts_models = _names(args.models), _names(args.nuts_models)
+    files = {k: out / f"unseen_posteriors_{k}.csv" for k in ("variables", "extra")}
     if not args.render:
-        began = time.perf_counter()
-        _warm_up()
+        version = _pyrodiv_version()
         variables, extra = [], []
+        if args.append:  # keep the other models' rows
+            variables = [t[~t["model"].isin(names)] for t in [pd.read_csv(files["variables"])]]
+            kept = pd.read_csv(files["extra"])
+            extra = kept[~kept["model"].isin(names)].to_dict("records")
+        _warm_up()
         for name in names:
-            t0 = time.perf_counter()
-            table_, rows = run_model(UNSEEN[name], source, args.divergences.split(","), args.nuts)
+            began = time.perf_counter()
+            table_, rows = run_model(
+                UNSEEN[name], source, args.divergences.split(","), name in nuts_models
+            )
+            seconds = time.perf_counter() - began
+            for row in rows:
+                row["model_seconds"] = seconds
+                row["pyrodiv"] = version
             variables.append(table_)
             extra += rows
-            print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
-            pd.concat(variables).to_csv(out / "unseen_posteriors_variables.csv", index=False)
-            pd.DataFrame(extra).to_csv(out / "unseen_posteriors_extra.csv", index=False)
-        seconds = time.perf_counter() - began
-    variables = pd.read_csv(out / "unseen_posteriors_variables.csv")
-    extra = pd.read_csv(out / "unseen_posteriors_extra.csv")
+            print(f"{name}: {seconds:.0f} s", flush=True)
+            pd.concat(variables).to_csv(files["variables"], index=False)
+            pd.DataFrame(extra).to_csv(files["extra"], index=False)
+    variables = pd.read_csv(files["variables"])
+    extra = pd.read_csv(files["extra"])
     summary = summarize(variables, extra)
     summary.to_csv(out / "unseen_posteriors.csv", index=False)
     command = (
         "OMP_NUM_THREADS=1 python benchmarks/unseen_posteriors.py "
-        f"--posteriordb {args.posteriordb} --models {args.models}"
-        + (" --nuts" if args.nuts else "")
+        f"--posteriordb {args.posteriordb} --models {args.models} "
+        f"--nuts-models '{args.nuts_models}'"
     )
-    text = _markdown(summary, command, source.commit(), seconds)
+    version = "; ".join(str(v) for v in extra.get("pyrodiv", pd.Series()).dropna().unique())
+    text = _markdown(summary, extra, command, source.commit(), version or "unknown")
     (out / "unseen_posteriors.md").write_text(text)
     print(text)
 
@@ -556,7 +670,13 @@ if __name__ == "__main__":
     parser.add_argument("--posteriordb", default=MIRROR, help="posteriordb checkout or git dir")
     parser.add_argument("--models", default=DEFAULT_MODELS, help=f"of: {', '.join(UNSEEN)}")
     parser.add_argument("--divergences", default=",".join(DIVERGENCES))
-    parser.add_argument("--nuts", action="store_true", help="also run and time NUTS")
+    parser.add_argument(
+        "--nuts-models",
+        default=NUTS_MODELS,
+        help="models whose NUTS (1 chain, 1000 warmup + 1000 draws) is run and timed as a "
+        "baseline ('' for none; hmm_drive_0's takes over half an hour on one thread)",
+    )
+    parser.add_argument("--append", action="store_true", help="keep other models' rows")
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--render", action="store_true", help="only rewrite the report")
     main(parser.parse_args())
