@@ -10,7 +10,7 @@ from normal_normal import M0, S0, SIGMA, normal_data, normal_model, normal_poste
 from pyro.infer import MCMC, NUTS
 
 from pyrodiv import arviz_adapter
-from pyrodiv.inference.baselines import mcmc_to_inference_data, run_hmc, run_nuts
+from pyrodiv.inference.baselines import jit_is_safe, mcmc_to_inference_data, run_hmc, run_nuts
 
 
 @pytest.fixture(autouse=True)
@@ -207,3 +207,24 @@ def test_model_without_latent_sites():
         run_nuts(no_latent_model, normal_data(), num_samples=5, warmup_steps=5)
     with pytest.raises(ValueError, match="model"):
         run_nuts("not a model", normal_data())
+
+
+def branchy(y):
+    """Python control flow on a latent value: a trace would freeze the branch it saw."""
+    z = pyro.sample("z", dist.Normal(0.0, 1.0))
+    pyro.sample("y", dist.Normal(z if z > 0 else -2.0 * z, 1.0), obs=y)
+
+
+def test_nuts_compiles_the_potential_where_that_is_safe_and_draws_the_same():
+    y = normal_data()
+    assert jit_is_safe(normal_model, (y,), {}, {}, 0)
+    assert not jit_is_safe(branchy, (torch.tensor(0.3),), {}, {}, 0)
+    options = {"num_samples": 200, "warmup_steps": 100, "seed": 0}
+    compiled = run_nuts(normal_model, y, **options)
+    eager = run_nuts(normal_model, y, kernel_kwargs={"jit_compile": False}, **options)
+    assert compiled.attrs["jit_compile"] and not eager.attrs["jit_compile"]
+    # the same chain, to rounding: the compiled potential is the eager one
+    mu, mu_eager = (arviz_adapter.get_draws(i, "mu") for i in (compiled, eager))
+    torch.testing.assert_close(mu, mu_eager, rtol=1e-8, atol=1e-8)
+    branchy_run = run_nuts(branchy, torch.tensor(0.3), **options)
+    assert not branchy_run.attrs["jit_compile"]
