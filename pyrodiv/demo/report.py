@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..output import num, table
+from .beyond import beyond_report
 from .common import fmt_normal
 
 
@@ -473,6 +474,7 @@ SECTIONS = {
     "reparam": _reparam,
     "emd": _emd,
     "mle": _mle,
+    "beyond": beyond_report,
 }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .beyond import beyond_the_talk
 from .bimodal import bimodal_fits
 from .docs_figures import figure_numbers
 from .emd import earth_movers
@@ -40,6 +41,9 @@ EXPERIMENTS = {
     "emd": earth_movers,
     "mle": mle_equivalences,
 }
+#: Experiments beyond the talk (``run_demo(beyond=True)``, ``pyrodiv demo --beyond``), run
+#: after the talk's.
+BEYOND = {"beyond": beyond_the_talk}
 
 #: The talk's settings (the defaults of each experiment function, spelled out).
 FULL = {
@@ -59,6 +63,7 @@ FULL = {
     "reparam": {"n": 200_000, "gumbel_steps": 2000},
     "emd": {"steps": 3000, "lr": 0.01, "samples": 512, "quantile_n": 20000},
     "mle": {"n": 201},
+    "beyond": {},
 }
 
 #: Fewer steps, draws and grid points; the same outputs. The bimodal fits keep the talk's
@@ -80,6 +85,14 @@ QUICK = {
     "reparam": {"n": 20_000, "gumbel_steps": 300},
     "emd": {"steps": 400, "lr": 0.05, "samples": 256, "quantile_n": 4000},
     "mle": {"n": 101},
+    "beyond": {
+        "em_points": 500,
+        "em_steps": 800,
+        "gibbs_points": 50,
+        "gibbs_samples": 200,
+        "gan_steps": 600,
+        "gan_particles": 128,
+    },
 }
 
 
@@ -92,7 +105,7 @@ def demo_settings(quick: bool = False) -> dict:
         4000
     """
     base = QUICK if quick else FULL
-    return {name: dict(base[name]) for name in EXPERIMENTS}
+    return {name: dict(base[name]) for name in {**EXPERIMENTS, **BEYOND}}
 
 
 #: Measured wall time of each experiment (seconds, one thread, an idle machine): the weights
@@ -107,6 +120,7 @@ COST = {
         "reparam": 4.1,
         "emd": 4.5,
         "mle": 2.4,
+        "beyond": 45.0,
     },
     "quick": {
         "normal": 2.3,
@@ -117,6 +131,7 @@ COST = {
         "reparam": 1.9,
         "emd": 0.9,
         "mle": 2.5,
+        "beyond": 13.0,
     },
 }
 
@@ -192,6 +207,7 @@ def run_demo(
     progress: bool = True,
     threads: int = 1,
     only=None,
+    beyond: bool = False,
 ) -> dict:
     r"""Run the experiments of :data:`EXPERIMENTS` (``only``: a subset, in order) with
     :func:`demo_settings`, and write their figures, ``results.json`` (every number),
@@ -199,7 +215,9 @@ def run_demo(
 
     ``threads`` is passed to ``torch.set_num_threads`` for the run (and restored): the fits
     use tensors of a few hundred numbers, for which one thread is fastest, and extra threads
-    only contend with other work on the machine. Returns the results dictionary.
+    only contend with other work on the machine. ``beyond=True`` also runs
+    :data:`BEYOND` (EM, Gibbs and adversarial training, :mod:`pyrodiv.demo.beyond`) after the
+    talk's experiments. Returns the results dictionary.
 
     Example::
 
@@ -210,6 +228,7 @@ def run_demo(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = list(EXPERIMENTS) if only is None else [n for n in EXPERIMENTS if n in only]
+    names += list(BEYOND) if beyond else []
     settings = demo_settings(quick)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -236,7 +255,7 @@ def run_demo(
                 kwargs["progress"] = tracker
             tracker.start(name, progress_units(name, settings[name]))
             t0, c0 = time.perf_counter(), time.process_time()
-            results[name] = EXPERIMENTS[name](out, **kwargs)
+            results[name] = {**EXPERIMENTS, **BEYOND}[name](out, **kwargs)
             meta["wall_s"][name] = time.perf_counter() - t0
             meta["cpu_s"][name] = time.process_time() - c0
             tracker.finish(name, meta["wall_s"][name])
