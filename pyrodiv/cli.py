@@ -161,16 +161,7 @@ def add_demo_parser(subparsers) -> None:
 
 
 #: The experiments of ``pyrodiv demo`` (``pyrodiv.demo.runner.EXPERIMENTS``), in order.
-EXPERIMENT_NAMES = (
-    "normal",
-    "mixtures",
-    "bimodal",
-    "fdiv_table",
-    "landscapes",
-    "reparam",
-    "emd",
-    "mle",
-)
+EXPERIMENT_NAMES = tuple("normal mixtures bimodal fdiv_table landscapes reparam emd mle".split())
 
 
 def _experiment_names(text: str) -> list[str]:
