@@ -4,8 +4,14 @@ The model is the conjugate Normal mean: ``mu ~ Normal(0, 10)``, ``y_i ~ Normal(m
 ``i = 1..N`` (``N = 10**6`` by default). Each step sees a mini-batch of ``m`` observations
 through ``pyro.plate("data", N, subsample=indices)``, which scales its log-likelihood by ``N/m``;
 with ``--devices 2`` (``strategy="ddp"``) two processes train on disjoint mini-batches and
-average their gradients. The fitted ``AutoNormal`` guide is printed next to the exact posterior
+average their gradients. Adam's learning rate is held for half the run, then decays
+geometrically. The fitted ``AutoNormal`` guide is printed next to the exact posterior
 ``Normal(mean, sd)``.
+
+With ``--smoke`` (N = 4000, 50 epochs) the fit lands within a fraction of a posterior sd of the
+exact mean and sd (``tests/test_lightning.py``). At N = 10**6 (posterior sd 0.001, mini-batches
+of 10**4 noisy at the 0.01 level) the default 10 epochs brought ``loc`` within 0.5 posterior sd
+and ``scale`` within 0.77 to 1.0 of the posterior sd on seeds 0 and 1.
 
 Run it::
 
@@ -52,6 +58,14 @@ def exact_posterior(y: torch.Tensor) -> dict:
     return {"mean": float(y.double().sum()) / NOISE_SD**2 / precision, "sd": precision**-0.5}
 
 
+def hold_then_decay(step: int, steps: int, final: float) -> float:
+    """The learning-rate factor: 1 for the first half of the steps, then geometric down to
+    ``final`` at the last step (the first half finds the posterior, the second averages the
+    mini-batch noise down)."""
+    half = steps / 2
+    return 1.0 if step < half else final ** min(1.0, (step - half) / half)
+
+
 class Throughput(pl.Callback):
     """Observations per second of training, all processes together (first epoch excluded
     when there are several: it pays for start-up)."""
@@ -75,7 +89,7 @@ class Throughput(pl.Callback):
 def run(
     size=10**6,
     batch_size=10_000,
-    epochs=3,
+    epochs=10,
     devices=1,
     num_nodes=1,
     accelerator="cpu",
@@ -101,10 +115,8 @@ def run(
     divergence = pyrodiv.get_loss(loss, num_particles=particles, vectorize_particles=particles > 1)
     guide = AutoNormal(model)
     schedule = functools.partial(
-        torch.optim.lr_scheduler.LinearLR,
-        start_factor=1.0,
-        end_factor=final_lr / lr,
-        total_iters=steps,
+        torch.optim.lr_scheduler.LambdaLR,
+        lr_lambda=functools.partial(hold_then_decay, steps=steps, final=final_lr / lr),
     )
     module = PyroLightningModule(
         model,
@@ -161,7 +173,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--smoke", action="store_true", help="N=4000, a few hundred steps")
     parser.add_argument("--size", type=int, default=None, help="N (10**6; 4000 with --smoke)")
     parser.add_argument("--batch-size", type=int, default=None, help="10000 (250 with --smoke)")
-    parser.add_argument("--epochs", type=int, default=None, help="3 (50 with --smoke)")
+    parser.add_argument("--epochs", type=int, default=None, help="10 (50 with --smoke)")
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--num-nodes", type=int, default=1)
     parser.add_argument("--accelerator", default="cpu", help="cpu, gpu or auto")
@@ -169,15 +181,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--loss", default="reverse_kl", help="a pyrodiv.get_loss name")
     parser.add_argument("--particles", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--final-lr", type=float, default=None, help="linear decay to this")
+    parser.add_argument(
+        "--final-lr",
+        type=float,
+        default=None,
+        help="after half the steps, decay geometrically to this: lr/50, or 0.1/sqrt(N) (a "
+        "tenth of the posterior sd's order) when smaller, so that the last steps' noise stays "
+        "below the posterior sd",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process")
     args = parser.parse_args(argv)
     smoke = args.smoke
+    size = args.size or (4000 if smoke else 10**6)
     result = run(
-        size=args.size or (4000 if smoke else 10**6),
+        size=size,
         batch_size=args.batch_size or (250 if smoke else 10_000),
-        epochs=args.epochs or (50 if smoke else 3),
+        epochs=args.epochs or (50 if smoke else 10),
         devices=args.devices,
         num_nodes=args.num_nodes,
         accelerator=args.accelerator,
@@ -185,7 +205,9 @@ def main(argv=None) -> dict:
         loss=args.loss,
         particles=args.particles,
         lr=args.lr,
-        final_lr=args.final_lr if args.final_lr is not None else args.lr / 50,
+        final_lr=args.final_lr
+        if args.final_lr is not None
+        else min(args.lr / 50, 0.1 / size**0.5),
         seed=args.seed,
         threads=args.threads,
     )
