@@ -182,7 +182,7 @@ def _train(
             **kwargs,
         )
         losses = result.losses
-    except (ValueError, RuntimeError) as error:  # a nan gradient, a failed Cholesky...
+    except (ValueError, RuntimeError, AssertionError) as error:  # nan, Cholesky, a flow
         monitor.status, monitor.detail = "failed", f"it raised {type(error).__name__}: {error}"
         losses = []
     stage.steps = len(losses)
