@@ -189,8 +189,8 @@ ADVERSARIAL = {
     "GAN": lambda critic, **o: pyrodiv.GAN(critic, non_saturating=True, **o),
     "LSGAN": lambda critic, **o: pyrodiv.LSGAN(critic, **o),
     "WGAN-GP": lambda critic, **o: pyrodiv.WGAN(critic, gradient_penalty=10.0, **o),
-    "f-GAN KL(P||Q)": partial(pyrodiv.AdversarialFDivergence, "kl_forward"),
-    "f-GAN KL(Q||P)": partial(pyrodiv.AdversarialFDivergence, "kl_reverse"),
+    "f-GAN forward KL": partial(pyrodiv.AdversarialFDivergence, "kl_forward"),
+    "f-GAN reverse KL": partial(pyrodiv.AdversarialFDivergence, "kl_reverse"),
 }
 FLOW = {"forward KL, flow": pyrodiv.ForwardKL, "reverse KL, flow": pyrodiv.ReverseKL}
 METHODS = list(ADVERSARIAL) + list(FLOW)
@@ -221,9 +221,13 @@ def fit(method: str, target: str, seed: int, steps: int, particles: int = 256) -
         loss = FLOW[method](**options)
         optim = pyro.optim.Adam({"lr": 5e-3})
     svi = pyro.infer.SVI(model, guide, optim, loss)
-    values = []
-    for _ in range(steps):
-        values.append(svi.step())
+    values, stopped = [float("nan")], None
+    for step in range(steps):
+        try:
+            values.append(svi.step())
+        except ValueError as err:  # a NaN/inf gradient: the run stops; the guide is kept as is
+            stopped = f"stopped at step {step}: {str(err).split(';')[0]}"
+            break
     seconds = time.perf_counter() - start
     with torch.no_grad():
         if method in ADVERSARIAL:
@@ -231,7 +235,7 @@ def fit(method: str, target: str, seed: int, steps: int, particles: int = 256) -
         else:
             draws = guide.get_posterior().sample((NUM_EVAL,))
     out = mode_metrics(draws, locs, sd)
-    out.update(draws=draws, seconds=seconds, last=values[-1])
+    out.update(draws=draws, seconds=seconds, last=values[-1], stopped=stopped)
     return out
 
 
@@ -298,6 +302,25 @@ def table(results: dict, seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
+def per_fit_table(results: dict) -> str:
+    """Markdown: every fit, with the draws per mode (sorted, largest first)."""
+    lines = [
+        "| target | method | seed | modes | high quality | draws within 3 sd, per mode | s "
+        "| note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (method, target, seed), r in sorted(
+        results.items(), key=lambda kv: (kv[0][1], METHODS.index(kv[0][0]), kv[0][2])
+    ):
+        counts = sorted(r["counts"].tolist(), reverse=True)
+        shown = " ".join(str(c) for c in counts if c > 0) or "none"
+        lines.append(
+            f"| {target} | {method} | {seed} | {r['modes']} | {r['quality']:.3f} | {shown} "
+            f"| {r['seconds']:.0f} | {r['stopped'] or ''} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~2-minute smoke run")
@@ -308,8 +331,8 @@ def main(argv=None) -> None:
     parser.add_argument("--no-docs", action="store_true", help="do not copy the figure to docs")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    gan_steps = args.gan_steps or (150 if args.quick else 1500)
-    flow_steps = args.flow_steps or (100 if args.quick else 800)
+    gan_steps = args.gan_steps or (600 if args.quick else 3000)
+    flow_steps = args.flow_steps or (300 if args.quick else 800)
     seeds = list(range(1 if args.quick else args.seeds))
     results, shown = {}, {}
     total = time.perf_counter()
@@ -324,7 +347,7 @@ def main(argv=None) -> None:
                 print(
                     f"seed {seed} {target:4s} {method:18s} modes {r['modes']:2d} "
                     f"quality {r['quality']:.2f} last loss {r['last']:.3f} "
-                    f"{r['seconds']:.0f} s",
+                    f"{r['seconds']:.0f} s {r['stopped'] or ''}",
                     flush=True,
                 )
     total = time.perf_counter() - total
@@ -368,6 +391,10 @@ mean over seeds [min, max]; "s": mean seconds per fit.
 {table(results, seeds)}
 
 ![draws per method, seed {seeds[0]}]({png.name})
+
+## Every fit
+
+{per_fit_table(results)}
 """
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(body)
