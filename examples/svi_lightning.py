@@ -17,7 +17,7 @@ Run it::
 
     python examples/svi_lightning.py --smoke --devices 2          # 2 DDP processes on CPU
     python examples/svi_lightning.py --accelerator gpu --devices 4  # 4 GPUs, N = 10**6
-    python examples/svi_lightning.py --loss forward_kl --particles 64 --batch-size 50000
+    python examples/svi_lightning.py --threads 1                # N = 10**6, 1 process
 
 The last line printed is a JSON object with the fitted and exact parameters and the
 throughput (observations per second of training, all processes together).
