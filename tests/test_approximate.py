@@ -236,3 +236,21 @@ def test_posteriordb_accuracy(name, divergence):
             r, d = ref[:, j].numpy(), draws[:, j].numpy()
             assert wasserstein_distance(d, r) / r.std() < 0.25, (site, j)
     assert fit.khat < 0.7
+
+
+def two_modes():
+    """z with two well-separated modes, at -4 (weight 0.7) and 4 (0.3), sd 0.5."""
+    z = pyro.sample("z", dist.Normal(0.0, 3.0))
+    mixture = dist.MixtureSameFamily(
+        dist.Categorical(torch.tensor([0.7, 0.3])), dist.Normal(torch.tensor([-4.0, 4.0]), 0.5)
+    )
+    pyro.factor("modes", mixture.log_prob(z) - dist.Normal(0.0, 3.0).log_prob(z))
+
+
+def test_several_modes_found_by_the_mode_search_are_reported():
+    # The starts (the prior median 0, then four uniform draws on [-2, 2]) reach both modes,
+    # 16 Laplace sds apart, whose heights differ by only log(0.7 / 0.3) = 0.85 nats
+    with pytest.warns(ApproximationWarning, match="ended at 2 different local maxima"):
+        fit = approximate(two_modes, divergence="reverse_kl", max_steps=50, **FAST)
+    assert len(fit.laplace.optima) == 2
+    assert any("local maxima" in m for m in fit.messages)

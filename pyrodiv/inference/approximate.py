@@ -312,6 +312,8 @@ def approximate(
                     )
                 )
                 helper.set_whitening(start.mode, start.scale_tril)
+                if len(start.optima) > 1:
+                    _several_modes(result, start.optima, settings.num_starts, name)
             if isinstance(made, type):
                 values = {
                     site["name"]: value.detach()
@@ -395,6 +397,22 @@ def approximate(
                 _warn(message)
     result.seconds = time.perf_counter() - began
     return result
+
+
+def _several_modes(result, optima, num_starts, name) -> None:
+    """Warn that the mode search ended at several local maxima: a fit around one of them may
+    miss the mass of the others, and k-hat, which compares Q with P where Q has mass, cannot
+    see that."""
+    values = ", ".join(f"{v:.1f}" for v in optima[:4])
+    message = (
+        f"{name}: the mode search from {num_starts} starts ended at {len(optima)} different "
+        f"local maxima of the log density ({values}); the fit starts from the highest. A "
+        "posterior with several modes can hold mass a single fit misses, and k-hat cannot "
+        "tell: compare with NUTS (pyrodiv.run_nuts), or fit from another start "
+        "(init_values=, num_starts=)"
+    )
+    result.messages.append(message)
+    _warn(message)
 
 
 def _flow_stage(result, model, gaussian, args, kwargs, loss, k, settings, progress):

@@ -86,7 +86,7 @@ class ApproximateSettings:
     warm_start: bool = True
     full_rank_max_dim: int = 300
     init_values: dict | None = None
-    num_starts: int = 3
+    num_starts: int = 5
     rounds: int = 3
     skip_reverse_kl_ess: float = 0.5
     rewhiten_above: float = 0.5

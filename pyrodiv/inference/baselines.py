@@ -224,7 +224,7 @@ def _run_mcmc(
         "num_warmup": warmup_steps,
         "num_chains": num_chains,
         "chain_method": "parallel" if parallel else "sequential",
-        "jit_compile": bool(kernel_kwargs.get("jit_compile", False)),
+        "jit_compile": int(bool(kernel_kwargs.get("jit_compile", False))),  # netCDF: no bools
         "seed": seed,
         "wall_time_s": wall_time,
         "acceptance_rate": [r["acceptance_rate"] for r in results],
