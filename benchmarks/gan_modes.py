@@ -5,10 +5,11 @@ Two targets, both mixtures of equally weighted isotropic Gaussians:
 * **ring**: 8 Gaussians on a circle of radius 2, sd 0.02 (Metz et al. 2017, unrolled GANs);
 * **grid**: a 5x5 grid with spacing 2 (means at -4, -2, 0, 2, 4 in each coordinate), sd 0.05.
 
-Methods (each fit for a fixed number of SVI steps of 256 particles):
+Methods (each fit for a fixed number of SVI steps of 256 particles: 3000 for the adversarial
+losses, 800 for the flows):
 
 * ``GAN`` (non-saturating), ``LSGAN``, ``WGAN-GP`` (one-sided penalty, lambda 10),
-  ``f-GAN KL(P||Q)`` and ``f-GAN KL(Q||P)`` (:class:`~pyrodiv.AdversarialFDivergence` with
+  ``f-GAN forward KL`` and ``f-GAN reverse KL`` (:class:`~pyrodiv.AdversarialFDivergence` with
   ``"kl_forward"`` and ``"kl_reverse"``): an *implicit* generator guide (an MLP on 2-D noise)
   against an MLP critic, on a :class:`~pyrodiv.SampleTarget` of 20000 draws of the target;
 * ``forward KL, flow`` and ``reverse KL, flow``: :class:`~pyrodiv.ForwardKL` and
@@ -321,6 +322,17 @@ def per_fit_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def cpu_model() -> str:
+    """The processor's model name (from ``/proc/cpuinfo`` where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~2-minute smoke run")
@@ -359,7 +371,7 @@ def main(argv=None) -> None:
         (DOCS_STATIC / png.name).write_bytes(png.read_bytes())
     command = " ".join(["python"] + [shlex.quote(a) for a in sys.argv])
     machine = (
-        f"{platform.machine()}, {platform.processor() or 'cpu'}, Python "
+        f"{platform.machine()} ({cpu_model()}), Python "
         f"{platform.python_version()}, torch {torch.__version__}, pyro {pyro.__version__}, "
         "1 torch thread"
     )
