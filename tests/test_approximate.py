@@ -254,3 +254,19 @@ def test_several_modes_found_by_the_mode_search_are_reported():
         fit = approximate(two_modes, divergence="reverse_kl", max_steps=50, **FAST)
     assert len(fit.laplace.optima) == 2
     assert any("local maxima" in m for m in fit.messages)
+
+
+def cliff():
+    """A sharp mode at 2.9 (sd 0.05) next to a cliff at 2.92, past which the log density is
+    NaN (with validation on, pyro.factor raises there)."""
+    z = pyro.sample("z", dist.Normal(0.0, 10.0))
+    log_f = torch.where(z < 2.92, -0.5 * ((z - 2.9) / 0.05) ** 2, torch.full_like(z, math.nan))
+    pyro.factor("cliff", log_f)
+
+
+def test_the_mode_search_rejects_a_step_where_the_model_raises_not_the_start():
+    from pyrodiv.inference.warm_start import laplace
+
+    with pyro.validation_enabled(True):
+        start = laplace(cliff, AutoWhitenedNormal(cliff), (), {}, num_starts=1)
+    assert abs(float(start.mode[0]) - 2.9) < 1e-3

@@ -218,11 +218,15 @@ def _lbfgs(f, z0, max_iter: int) -> tuple[torch.Tensor, float, int, list]:
         nonlocal count
         count += 1
         optimizer.zero_grad()
-        value = -f(z)
+        try:
+            value = -f(z)
+        except (ValueError, RuntimeError):  # a trial point where the model is not defined
+            # (with validation on, a NaN likelihood raises): reject that step, not the start
+            return torch.tensor(1e300, dtype=z.dtype)
         if not torch.isfinite(value):
             return torch.full_like(value, 1e300)
         value.backward()
-        path.append((float(value), z.detach().clone()))
+        path.append((float(value.detach()), z.detach().clone()))
         return value
 
     optimizer.step(closure)
