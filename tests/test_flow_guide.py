@@ -112,3 +112,21 @@ def test_a_flow_bends_to_a_banana_where_the_gaussian_cannot():
         sds[guide] = (post["z1"].values.std(), post["z2"].values.std())
     for exact, gaussian, flow in zip((1.0, 1.5), sds["auto"], sds["flow"], strict=True):
         assert abs(flow - exact) < abs(gaussian - exact) - 0.2
+
+
+def test_a_flow_without_an_inverse_is_named_where_p_draws_need_its_log_q():
+    import functools
+
+    import pyro.distributions.transforms as T
+    from pyro.infer.autoguide import AutoNormalizingFlow
+
+    import pyrodiv
+
+    def model():
+        pyro.sample("x", dist.Normal(0.0, 3.0))
+
+    guide = AutoNormalizingFlow(model, functools.partial(T.iterated, 2, T.planar))
+    with pytest.raises(ValueError, match="forward KL: the guide has a transform with no inverse"):
+        pyrodiv.ForwardKL(num_particles=4, vectorize_particles=True).loss(model, guide)
+    # reverse KL scores Q's own draws: it trains
+    assert math.isfinite(pyrodiv.ReverseKL(num_particles=4).loss(model, guide))

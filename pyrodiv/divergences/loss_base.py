@@ -264,6 +264,17 @@ class DivergenceLoss(ELBO):
             if str(error).startswith(f"{self.divergence}:"):
                 raise
             raise ValueError(f"{self.divergence}: {error}") from error
+        except KeyError as error:
+            if "intermediates cache" not in str(error):
+                raise
+            # a transform with no inverse (Pyro's Planar, Radial, BlockAutoregressive) can
+            # score only the draws it made itself
+            raise ValueError(
+                f"{self.divergence}: the guide has a transform with no inverse ({error}), so "
+                "its log q can be computed only at its own draws, not at draws of P. Use a "
+                "loss that needs log q at Q's draws only (ReverseKL, an FDivergence, the Renyi "
+                "bound), or an invertible flow (spline coupling, affine autoregressive)"
+            ) from error
         if not torch.isfinite(est.value):
             raise ValueError(
                 f"{self.divergence}: the estimate is {float(est.value)}; at some particle the "
