@@ -59,6 +59,7 @@ from torch.func import functional_call
 from . import estimators
 from .generators import Generator, get_generator
 from .loss_base import Plan, TakesDraws
+from .trace_pair import paired_latents
 from .traces import Order
 
 LOG2 = math.log(2.0)
@@ -197,21 +198,10 @@ def reverse_gradient(x: torch.Tensor) -> torch.Tensor:
 
 
 def _draws(at_q, at_p) -> tuple[torch.Tensor, torch.Tensor]:
-    """Q's and P's draws of the model's latent sites as ``(K, D)`` tensors, P's site order."""
-    names = list(at_p.latents)
-    missing = [n for n in names if n not in at_q.latents]
-    if missing:
-        raise ValueError(f"model site {missing[0]!r} is not in the guide")
-    if not names:
-        raise ValueError("the model has no latent sites")
-    if at_q.not_reparameterized:
-        raise ValueError(
-            f"guide site {at_q.not_reparameterized[0]!r} is not reparameterizable; the guide's "
-            "gradient through the critic is pathwise"
-        )
-    x_q = torch.cat([at_q.latents[n] for n in names], -1)
-    x_p = torch.cat([at_p.latents[n] for n in names], -1).detach().to(x_q)
-    return x_q, x_p
+    """Q's and P's draws of the model's latent sites as ``(K, D)`` tensors, P's site order
+    (P's detached)."""
+    x_q, x_p = paired_latents(at_q, at_p, "the guide's gradient through the critic")
+    return x_q, x_p.detach().to(x_q)
 
 
 class _Critic:

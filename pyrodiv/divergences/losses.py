@@ -46,8 +46,6 @@ from __future__ import annotations
 
 import warnings
 
-import torch
-
 from . import estimators, transport
 from .bound_watch import BoundWatch, watched
 from .bounds import CUBO, RenyiBound
@@ -55,6 +53,7 @@ from .enumeration import is_enumerated
 from .generators import GENERATOR_NAMES, Generator, get_generator
 from .loss_base import LOSS_OPTIONS, DivergenceLoss, Plan, TakesDraws
 from .rao_blackwell import reverse_kl_surrogate
+from .trace_pair import paired_latents
 from .traces import Order
 
 _KL_REVERSE = get_generator("kl_reverse")
@@ -344,19 +343,7 @@ class CrossEntropy(TakesDraws):
 
 def _wasserstein(loss, at_q, at_p):
     """W_p between Q's and P's draws of the model's latent sites, in P's site order."""
-    names = list(at_p.latents)
-    missing = [n for n in names if n not in at_q.latents]
-    if missing:
-        raise ValueError(f"model site {missing[0]!r} is not in the guide")
-    if not names:
-        raise ValueError("the model has no latent sites")
-    if at_q.not_reparameterized:
-        raise ValueError(
-            f"guide site {at_q.not_reparameterized[0]!r} is not reparameterizable; the gradient "
-            "of W_p is pathwise"
-        )
-    x_q = torch.cat([at_q.latents[n] for n in names], -1)
-    x_p = torch.cat([at_p.latents[n] for n in names], -1)
+    x_q, x_p = paired_latents(at_q, at_p, "the gradient of W_p")
     value = transport.wasserstein(x_q, x_p, loss.p, loss.method, loss.num_projections, loss.reg)
     return estimators.Estimate(value.detach(), value)
 

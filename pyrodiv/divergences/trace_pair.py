@@ -42,6 +42,7 @@ __all__ = [
     "initialize_autoguide",
     "latent_rows",
     "observes",
+    "paired_latents",
     "param_values",
     "trace_pair",
 ]
@@ -206,6 +207,25 @@ def latent_rows(trace, rows: int) -> dict[str, torch.Tensor]:
             value = value.expand(batch_shape + site["fn"].event_shape)
         out[name] = value.reshape(rows, -1)
     return out
+
+
+def paired_latents(at_q: Run, at_p: Run, gradient: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q's and P's draws of the model's latent sites as ``(K, D)`` tensors, in P's site order;
+    a ValueError names a site the guide lacks, or one it cannot reparameterize (``gradient``
+    says what needs the pathwise gradient)."""
+    names = list(at_p.latents)
+    missing = [n for n in names if n not in at_q.latents]
+    if missing:
+        raise ValueError(f"model site {missing[0]!r} is not in the guide")
+    if not names:
+        raise ValueError("the model has no latent sites")
+    if at_q.not_reparameterized:
+        raise ValueError(
+            f"guide site {at_q.not_reparameterized[0]!r} is not reparameterizable; {gradient} "
+            "is pathwise"
+        )
+    x_q = torch.cat([at_q.latents[n] for n in names], -1)
+    return x_q, torch.cat([at_p.latents[n] for n in names], -1)
 
 
 def param_values(*traces) -> dict[str, torch.Tensor]:
