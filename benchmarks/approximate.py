@@ -63,6 +63,57 @@ def _warm_up() -> None:
     approximate(model, torch.zeros(3), divergence="forward_kl", progress=False)
 
 
+def nuts_reference(name: str, model, kwargs: dict) -> tuple:
+    """One NUTS chain of 1000 warmup + 1000 draws, timed: its InferenceData and table row."""
+    began = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata = pyrodiv.run_nuts(model, num_samples=1000, warmup_steps=1000, seed=0, **kwargs)
+    seconds = time.perf_counter() - began
+    idata.attrs["wall_time_s"] = seconds
+    print(f"  {name} nuts 1000 + 1000: {seconds:.1f} s", flush=True)
+    return idata, {"model": name, "method": "nuts", "nuts_same_run_s": seconds}
+
+
+def fit_and_resample(name: str, model, kwargs: dict, divergence: str) -> tuple[dict, list]:
+    """One ``approximate`` fit: ``{method: InferenceData}`` for its 1000 guide draws and its
+    1000 PSIS-resampled draws, and their table rows (k-hat, gradient evaluations, stages,
+    warnings, fitting seconds)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = approximate(model, divergence=divergence, model_kwargs=kwargs, progress=False)
+        idata = fit.to_inference_data(1000)
+        began = time.perf_counter()
+        resampled = fit.to_inference_data(1000, resample="psis")
+        resample_s = time.perf_counter() - began
+    messages = [str(w.message) for w in caught if "Approximation" in w.category.__name__]
+    stages = "; ".join(
+        f"{s.name} {s.steps}x{s.particles} {s.status} {s.seconds:.1f}s"
+        for s in fit.stages
+        if s.name != "khat"
+    )
+    idatas, rows = {}, []
+    for method, data, seconds in (
+        (divergence, idata, fit.seconds),
+        (f"{divergence}+psis", resampled, fit.seconds + resample_s),
+    ):
+        data.attrs["wall_time_s"] = seconds
+        idatas[method] = data
+        rows.append(
+            {
+                "model": name,
+                "method": method,
+                "khat_fit": fit.khat,
+                "gradient_evaluations": fit.num_gradient_evaluations,
+                "stages": stages,
+                "warnings": " | ".join(m[:160] for m in messages),
+                "fit_seconds": fit.seconds if method == divergence else 0.0,
+            }
+        )
+    print(f"  {name} {divergence}: {fit.seconds:.1f} s, k-hat {fit.khat:.2f}, {stages}")
+    return idatas, rows
+
+
 def run_model(
     name: str, divergences, posteriordb=None, run_nuts=False
 ) -> tuple[pd.DataFrame, list[dict]]:
@@ -75,52 +126,12 @@ def run_model(
     }
     extra = []
     if run_nuts:
-        began = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            idatas["nuts"] = pyrodiv.run_nuts(
-                entry.model, num_samples=1000, warmup_steps=1000, seed=0, **kwargs
-            )
-        seconds = time.perf_counter() - began
-        idatas["nuts"].attrs["wall_time_s"] = seconds
-        extra.append({"model": entry.name, "method": "nuts", "nuts_same_run_s": seconds})
-        print(f"  {entry.name} nuts 1000 + 1000: {seconds:.1f} s", flush=True)
+        idatas["nuts"], row = nuts_reference(entry.name, entry.model, kwargs)
+        extra.append(row)
     for divergence in divergences:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            fit = approximate(
-                entry.model, divergence=divergence, model_kwargs=kwargs, progress=False
-            )
-            idata = fit.to_inference_data(1000)
-            began = time.perf_counter()
-            resampled = fit.to_inference_data(1000, resample="psis")
-            resample_s = time.perf_counter() - began
-        messages = [str(w.message) for w in caught if "Approximation" in w.category.__name__]
-        stages = "; ".join(
-            f"{s.name} {s.steps}x{s.particles} {s.status} {s.seconds:.1f}s"
-            for s in fit.stages
-            if s.name not in ("khat",)
-        )
-        for method, data, seconds in (
-            (divergence, idata, fit.seconds),
-            (f"{divergence}+psis", resampled, fit.seconds + resample_s),
-        ):
-            data.attrs["wall_time_s"] = seconds
-            idatas[method] = data
-            extra.append(
-                {
-                    "model": entry.name,
-                    "method": method,
-                    "khat_fit": fit.khat,
-                    "gradient_evaluations": fit.num_gradient_evaluations,
-                    "stages": stages,
-                    "warnings": " | ".join(m[:160] for m in messages),
-                }
-            )
-        print(
-            f"  {entry.name} {divergence}: {fit.seconds:.1f} s, k-hat {fit.khat:.2f}, {stages}",
-            flush=True,
-        )
+        fitted, rows = fit_and_resample(entry.name, entry.model, kwargs, divergence)
+        idatas.update(fitted)
+        extra.extend(rows)
     comparison = pyrodiv.compare_posteriors(idatas, reference="posteriordb")
     comparison.insert(0, "model", entry.name)
     comparison = comparison[comparison["method"] != "posteriordb"]

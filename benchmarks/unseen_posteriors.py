@@ -49,7 +49,6 @@ import json
 import math
 import subprocess
 import time
-import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,12 +58,18 @@ import pandas as pd
 import pyro
 import pyro.distributions as dist
 import torch
-from approximate import DIVERGENCES, W1_LIMIT, _summary, _warm_up
+from approximate import (
+    DIVERGENCES,
+    W1_LIMIT,
+    _summary,
+    _warm_up,
+    fit_and_resample,
+    nuts_reference,
+)
 from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 
 import pyrodiv
-from pyrodiv.inference.approximate import approximate
 from pyrodiv.inference.inference_data import samples_to_inference_data
 from pyrodiv.inference.output import num, table
 from pyrodiv.zoo.comparison import REFERENCE_DRAWS_PER_CHAIN
@@ -393,71 +398,24 @@ def run_model(entry: Unseen, source: Source, divergences, nuts: bool):
     idatas = {"posteriordb": reference_idata(entry, source, kwargs)}
     extra = []
     if nuts:
-        began = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            idatas["nuts"] = pyrodiv.run_nuts(
-                entry.model, num_samples=1000, warmup_steps=1000, seed=0, **kwargs
-            )
-        seconds = time.perf_counter() - began
-        idatas["nuts"].attrs["wall_time_s"] = seconds
-        extra.append({"model": entry.name, "method": "nuts", "nuts_same_run_s": seconds})
-        print(f"  {entry.name} nuts 1000 + 1000: {seconds:.1f} s", flush=True)
+        idatas["nuts"], row = nuts_reference(entry.name, entry.model, kwargs)
+        extra.append(row)
     for divergence in divergences:
         began = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                fit = approximate(
-                    entry.model, divergence=divergence, model_kwargs=kwargs, progress=False
-                )
-                idata = fit.to_inference_data(1000)
-                t0 = time.perf_counter()
-                resampled = fit.to_inference_data(1000, resample="psis")
-                resample_s = time.perf_counter() - t0
-            except Exception as error:  # a crash is a result here, recorded and reported
-                reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
-                print(f"  {entry.name} {divergence}: FAILED {reason}", flush=True)
-                for method in (divergence, f"{divergence}+psis"):
-                    extra.append(
-                        {
-                            "model": entry.name,
-                            "method": method,
-                            "stages": f"failed: {reason}",
-                            "error": reason,
-                            "fit_seconds": time.perf_counter() - began
-                            if method == divergence
-                            else 0,
-                        }
-                    )
-                continue
-        messages = [str(w.message) for w in caught if "Approximation" in w.category.__name__]
-        stages = "; ".join(
-            f"{s.name} {s.steps}x{s.particles} {s.status} {s.seconds:.1f}s"
-            for s in fit.stages
-            if s.name != "khat"
-        )
-        for method, data, seconds in (
-            (divergence, idata, fit.seconds),
-            (f"{divergence}+psis", resampled, fit.seconds + resample_s),
-        ):
-            data.attrs["wall_time_s"] = seconds
-            idatas[method] = data
-            extra.append(
-                {
-                    "model": entry.name,
-                    "method": method,
-                    "khat_fit": fit.khat,
-                    "gradient_evaluations": fit.num_gradient_evaluations,
-                    "stages": stages,
-                    "warnings": " | ".join(m[:160] for m in messages),
-                    "fit_seconds": fit.seconds if method == divergence else 0.0,
-                }
-            )
-        print(
-            f"  {entry.name} {divergence}: {fit.seconds:.1f} s, k-hat {fit.khat:.2f}, {stages}",
-            flush=True,
-        )
+        try:
+            fitted, rows = fit_and_resample(entry.name, entry.model, kwargs, divergence)
+        except Exception as error:  # a crash is a result here, recorded and reported
+            reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
+            print(f"  {entry.name} {divergence}: FAILED {reason}", flush=True)
+            for method in (divergence, f"{divergence}+psis"):
+                seconds = time.perf_counter() - began if method == divergence else 0
+                extra.append(
+                    {"model": entry.name, "method": method, "stages": f"failed: {reason}",
+                     "error": reason, "fit_seconds": seconds}
+                )  # fmt: skip
+            continue
+        idatas.update(fitted)
+        extra.extend(rows)
     comparison = pyrodiv.compare_posteriors(idatas, reference="posteriordb")
     comparison.insert(0, "model", entry.name)
     return comparison[comparison["method"] != "posteriordb"], extra
