@@ -150,6 +150,20 @@ def test_the_watch_ignores_noise_and_needs_patience():
         renyi.update(bound=-25.0, elbo=-10.0)
 
 
+def sharp(y):
+    """y_i ~ N(mu, 1) with a wide prior: the posterior sd of mu is about 1 / sqrt(N)."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def start(y):
+    """Q = N(1.5, 0.01): far from the posterior mean 2, and narrow."""
+    loc = pyro.param("loc", torch.tensor(1.5))
+    scale = pyro.param("scale", torch.tensor(0.01), constraint=dist.constraints.positive)
+    pyro.sample("mu", dist.Normal(loc, scale))
+
+
 def test_pearson_far_from_a_sharp_posterior_stops_instead_of_walking_away():
     # 20,000 observations y ~ N(2, 1): the posterior of mu has sd 0.007. Q = N(1.5, 0.01)
     # starts 70 posterior sds off, with log-weights of order 1e4. Pearson's posterior
@@ -157,16 +171,6 @@ def test_pearson_far_from_a_sharp_posterior_stops_instead_of_walking_away():
     # 0.1 by step 110 at seeds 0, 1 and 2, and on); the watch stops it at step 111-113.
     pyro.set_rng_seed(0)
     y = 2.0 + torch.randn(20_000)
-
-    def sharp(y):
-        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
-        with pyro.plate("data", len(y)):
-            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
-
-    def start(y):
-        loc = pyro.param("loc", torch.tensor(1.5))
-        scale = pyro.param("scale", torch.tensor(0.01), constraint=dist.constraints.positive)
-        pyro.sample("mu", dist.Normal(loc, scale))
 
     loss = pyrodiv.get_loss("pearson", num_particles=16, vectorize_particles=True)
     svi = pyro.infer.SVI(sharp, start, pyro.optim.Adam({"lr": 0.01}), loss=loss)
@@ -188,16 +192,6 @@ def test_squared_hellinger_far_from_a_sharp_posterior_reaches_its_mean():
     y = 2.0 + torch.randn(200_000)
     post_mean = float(y.sum()) / (len(y) + 0.01)
     post_sd = (len(y) + 0.01) ** -0.5
-
-    def sharp(y):
-        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
-        with pyro.plate("data", len(y)):
-            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
-
-    def start(y):
-        loc = pyro.param("loc", torch.tensor(1.5))
-        scale = pyro.param("scale", torch.tensor(0.01), constraint=dist.constraints.positive)
-        pyro.sample("mu", dist.Normal(loc, scale))
 
     loss = pyrodiv.get_loss("squared_hellinger", num_particles=16, vectorize_particles=True)
     svi = pyro.infer.SVI(sharp, start, pyro.optim.Adam({"lr": 0.01}), loss=loss)
