@@ -47,6 +47,7 @@ import argparse
 import io
 import json
 import math
+import os
 import subprocess
 import time
 import zipfile
@@ -77,7 +78,10 @@ from pyrodiv.zoo.models import FLAT_SCALE
 from pyrodiv.zoo.posteriordb import group_draws
 
 OUT = Path(__file__).resolve().parent / "results"
-MIRROR = "/work/.mirror/stan-dev+posteriordb/repo"
+#: The full posteriordb repository (a checkout or its git directory): $POSTERIORDB_REPO, else a
+#: ``posteriordb`` checkout beside this one.
+BESIDE = Path(__file__).resolve().parents[2] / "posteriordb"
+MIRROR = os.environ.get("POSTERIORDB_REPO", str(BESIDE))
 DB = "posterior_database"
 
 
