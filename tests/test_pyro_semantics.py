@@ -359,6 +359,42 @@ def test_deltas_with_a_density_are_not_point_masses():
     assert point_mass_sites(discrete_delta, guide_trace) == ["k"]
 
 
+def test_an_implicit_guide_with_auxiliary_noise_is_a_point_mass():
+    # z = net(eps) with eps of 2 entries and z of 1: the map has no density, whatever the
+    # is_auxiliary flag says; a simplex Delta of 3 entries fed by 2 auxiliary entries (its
+    # unconstrained size) keeps its density.
+    net = torch.nn.Linear(2, 1)
+
+    def implicit():
+        eps = pyro.sample(
+            "eps", dist.Normal(torch.zeros(2), 1.0).to_event(1), infer={"is_auxiliary": True}
+        )
+        pyro.sample("z", dist.Delta(net(eps)[..., 0]))
+
+    def model():
+        pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    guide_trace = poutine.trace(implicit).get_trace()
+    assert point_mass_sites(implicit, guide_trace, poutine.trace(model).get_trace()) == ["z"]
+    with pytest.raises(ValueError, match="guide site 'z' is a point mass"):
+        pyrodiv.ReverseKL(num_particles=4).loss(model, implicit)
+
+    def simplex_model():
+        pyro.sample("w", dist.Dirichlet(torch.ones(3)))
+
+    def stick_breaking():
+        u = pyro.sample(
+            "u", dist.Normal(torch.zeros(2), 1.0).to_event(1), infer={"is_auxiliary": True}
+        )
+        transform = dist.transforms.StickBreakingTransform()
+        w = transform(u)
+        pyro.sample("w", dist.Delta(w, -transform.log_abs_det_jacobian(u, w), event_dim=1))
+
+    guide_trace = poutine.trace(stick_breaking).get_trace()
+    model_trace = poutine.trace(simplex_model).get_trace()
+    assert point_mass_sites(stick_breaking, guide_trace, model_trace) == []
+
+
 # ---- enumeration -------------------------------------------------------------------------
 
 Y_SWITCH = torch.tensor([0.9, 1.4, 0.2], dtype=torch.float64)

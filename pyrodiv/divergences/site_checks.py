@@ -9,8 +9,11 @@ Example::
 
 from __future__ import annotations
 
+import math
+
 from pyro import poutine
 from pyro.distributions import Delta
+from pyro.distributions.transforms import biject_to
 from pyro.infer.autoguide import AutoDelta, AutoGuide, AutoGuideList
 
 
@@ -45,6 +48,18 @@ def _density_sites(guide) -> set | None:
     return {name for name, _ in guide.prototype_trace.iter_stochastic_nodes()}
 
 
+def _unconstrained_size(site, model_trace, name) -> int:
+    """Entries of a guide site's value in the unconstrained space of its model site (a
+    simplex of K entries has K - 1); its own entries when the model site is unknown."""
+    shape = site["value"].shape
+    if model_trace is not None and name in model_trace.nodes:
+        try:
+            shape = biject_to(model_trace.nodes[name]["fn"].support).inverse_shape(shape)
+        except (NotImplementedError, AttributeError, ValueError):
+            pass
+    return math.prod(shape)
+
+
 def point_mass_sites(guide, guide_trace, model_trace=None) -> list[str]:
     r"""Names of the latent guide sites that are point masses, where :math:`\log q` has no
     density.
@@ -55,7 +70,12 @@ def point_mass_sites(guide, guide_trace, model_trace=None) -> list[str]:
     So the point masses are: the sites of an ``AutoDelta`` (also as a part of an
     ``AutoGuideList``), auxiliary sites that are themselves ``Delta``
     (``AutoLaplaceApproximation`` before its Laplace step), and, in a guide that is no
-    autoguide, ``Delta`` sites when the guide draws no auxiliary site with a density. A
+    autoguide, ``Delta`` sites when the guide draws no auxiliary site with a density, or when
+    their values hold a different number of entries than the auxiliary draws: a map
+    :math:`x = g(u)` from :math:`\mathbb R^m` to :math:`\mathbb R^n` with :math:`n \ne m` has
+    no density :math:`q(x) = q(u) / |\det \partial g / \partial u|` (an implicit guide, a
+    network of noise). With equal numbers the ``Delta`` is trusted to carry
+    :math:`-\log|\det \partial g / \partial u|` as its ``log_density``. A
     ``Delta`` on a site that is discrete in the model (``model_trace``) is a probability mass
     with :math:`\log q = 0` at its value, not a point mass.
 
@@ -69,11 +89,15 @@ def point_mass_sites(guide, guide_trace, model_trace=None) -> list[str]:
         ['z']
     """
     covered = _density_sites(guide)
-    has_auxiliary_density = any(
-        site["type"] == "sample" and site["infer"].get("is_auxiliary") and not is_delta(site["fn"])
+    auxiliary_sizes = [
+        site["value"].numel()
         for site in guide_trace.nodes.values()
-    )
-    names = []
+        if site["type"] == "sample"
+        and site["infer"].get("is_auxiliary")
+        and not is_delta(site["fn"])
+    ]
+    has_auxiliary_density = bool(auxiliary_sizes)
+    names, transformed = [], []
     for name, site in guide_trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or not is_delta(site["fn"]):
             continue
@@ -87,6 +111,13 @@ def point_mass_sites(guide, guide_trace, model_trace=None) -> list[str]:
                 names.append(name)
         elif not has_auxiliary_density:
             names.append(name)
+        else:
+            transformed.append(name)
+    sizes = sum(
+        _unconstrained_size(guide_trace.nodes[name], model_trace, name) for name in transformed
+    )
+    if transformed and sizes != sum(auxiliary_sizes):  # no bijection: an implicit guide
+        names.extend(transformed)
     return names
 
 
