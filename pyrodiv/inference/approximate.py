@@ -45,7 +45,6 @@ import math
 import time
 import warnings
 
-import pyro
 import pyro.infer.autoguide as autoguides
 import pyro.poutine as poutine
 import torch
@@ -55,15 +54,8 @@ import pyrodiv
 
 from ..divergences.traces import guess_max_plate_nesting
 from ..validation import seeded
-from .approximation import (
-    _FAILED,
-    ApproximateSettings,
-    Approximation,
-    ApproximationWarning,
-    Stage,
-    _warn,
-)
-from .flow_guide import AutoWhitenedFlow
+from .approximate_stages import divergence_name, flow_stage, rounds
+from .approximation import ApproximateSettings, Approximation, ApproximationWarning, Stage, _warn
 from .inference_data import guide_log_weights
 from .warm_start import AutoWhitenedNormal, laplace
 
@@ -71,133 +63,6 @@ __all__ = ["Approximation", "ApproximateSettings", "ApproximationWarning", "appr
 
 #: Autoguide names trained as whitened Gaussians (same family, preconditioned).
 WHITENED = {"AutoMultivariateNormal": True, "AutoNormal": False, "AutoDiagonalNormal": False}
-
-
-def _divergence_name(loss) -> str:
-    return getattr(loss, "divergence", type(loss).__name__)
-
-
-class _Monitor:
-    """The stage callback: window means of the parameters, learning-rate decay, the
-    convergence stop and the collapse and runaway checks."""
-
-    def __init__(self, params: list, optim, settings: ApproximateSettings, guide, lr, converge):
-        self.params, self.optim, self.s, self.guide = params, optim, settings, guide
-        self.lr, self.converge = lr, converge
-        self.total = None
-        self.previous = None
-        self.average = None
-        self.window_losses, self.previous_loss = [], None
-        self.status = "max_steps"
-        self.detail = ""
-
-    def flat(self) -> torch.Tensor:
-        return torch.cat([p.detach().reshape(-1) for p in self.params])
-
-    def __call__(self, step: int, loss: float) -> bool:
-        if not math.isfinite(loss):
-            self.status, self.detail = "failed", f"its loss became {loss} at step {step}"
-            return True
-        flat = self.flat()
-        self.total = flat.clone() if self.total is None else self.total + flat
-        self.window_losses.append(loss)
-        if step % self.s.window:
-            return False
-        mean, self.total = self.total / self.s.window, None
-        losses = torch.tensor(self.window_losses, dtype=torch.float64)
-        self.window_losses = []
-        loss_mean, loss_se = float(losses.mean()), float(losses.std() / len(losses) ** 0.5)
-        if not torch.isfinite(mean).all():
-            self.status, self.detail = "failed", f"its parameters became nan at step {step}"
-            return True
-        if isinstance(self.guide, AutoWhitenedNormal) and self._broken(step):
-            return True
-        self.average = mean
-        previous, self.previous = self.previous, mean
-        previous_loss, self.previous_loss = self.previous_loss, (loss_mean, loss_se)
-        if previous is None:
-            return False
-        change = float((mean - previous).abs().max())
-        if self.converge and change < self.s.tolerance:
-            self.status = "converged"
-            return True
-        gain = previous_loss[0] - loss_mean
-        if gain > self.s.drift * math.hypot(loss_se, previous_loss[1]):
-            return False  # the loss still falls beyond its noise: keep the learning rate
-        self.lr = max(self.s.min_lr, self.lr * self.s.lr_decay)
-        for optimizer in self.optim.optim_objs.values():
-            for group in optimizer.param_groups:
-                group["lr"] = self.lr
-        return False
-
-    def _broken(self, step: int) -> bool:
-        a, sds = self.guide.whitened_moments()
-        if sds.min() < self.s.collapse_ratio:
-            self.status = "collapsed"
-            self.detail = (
-                f"the guide's sd along one direction fell to {float(sds.min()):.3g} "
-                f"of the Laplace sd by step {step}"
-            )
-        elif a.abs().max() > self.s.runaway_sds or sds.max() > self.s.runaway_sds:
-            self.status = "ran away"
-            self.detail = (
-                f"the guide moved {float(a.abs().max()):.3g} Laplace sds away and its "
-                f"widest sd is {float(sds.max()):.3g} Laplace sds by step {step}"
-            )
-        else:
-            return False
-        return True
-
-
-def _guide_params(guide, args, kwargs) -> list:
-    with poutine.block(), poutine.trace(param_only=True) as tr:
-        guide(*args, **kwargs)
-    store = pyro.get_param_store()
-    return [store._params[name] for name in tr.trace.param_nodes]
-
-
-def _train(
-    name, model, guide, args, kwargs, loss, particles, settings, max_steps, progress, flow=False
-):
-    """One training stage through :func:`pyrodiv.fit` with a :class:`_Monitor` (for a flow:
-    its learning rate and no convergence stop)."""
-    stage = Stage(name, particles=particles)
-    params = _guide_params(guide, args, kwargs)
-    before = [p.detach().clone() for p in params]
-    lr = settings.flow_lr if flow else settings.lr
-    optim = pyro.optim.Adam({"lr": lr})
-    monitor = _Monitor(params, optim, settings, guide, lr, converge=not flow)
-    began = time.perf_counter()
-    try:
-        result = pyrodiv.fit(
-            model,
-            guide,
-            *args,
-            loss=loss,
-            optim=optim,
-            num_steps=max_steps,
-            progress=progress,
-            desc=name,
-            callback=monitor,
-            **kwargs,
-        )
-        losses = result.losses
-    except (ValueError, RuntimeError, AssertionError) as error:  # nan, Cholesky, a flow
-        monitor.status, monitor.detail = "failed", f"it raised {type(error).__name__}: {error}"
-        losses = []
-    stage.steps = len(losses)
-    stage.num_gradient_evaluations = stage.steps * particles
-    stage.status = monitor.status
-    with torch.no_grad():
-        if monitor.status in ("collapsed", "ran away", "failed"):
-            for p, value in zip(params, before, strict=True):
-                p.copy_(value)
-        elif monitor.average is not None:  # Polyak averaging over the last window
-            sizes = [p.numel() for p in params]
-            for p, value in zip(params, monitor.average.split(sizes), strict=True):
-                p.copy_(value.reshape(p.shape))
-    stage.seconds = time.perf_counter() - began
-    return stage, losses, monitor.detail
 
 
 def _make_guide(model, guide, settings, args, kwargs):
@@ -282,7 +147,7 @@ def approximate(
         pyrodiv.get_loss(divergence)  # unknown names fail before any work
         name = divergence
     else:
-        name = _divergence_name(divergence)
+        name = divergence_name(divergence)
     began = time.perf_counter()
     with seeded(seed):
         made = _make_guide(model, guide, settings, args, kwargs)
@@ -334,7 +199,7 @@ def approximate(
         if run_reverse:
             k = settings.reverse_kl_particles
             loss = pyrodiv.ReverseKL(num_particles=k, **loss_options)
-            _rounds(
+            rounds(
                 "reverse_kl stage",
                 result,
                 model,
@@ -363,7 +228,7 @@ def approximate(
             loss = pyrodiv.get_loss(divergence, num_particles=k, **loss_options)
         else:
             loss, k = divergence, divergence.num_particles
-        _rounds(
+        rounds(
             name,
             result,
             model,
@@ -375,10 +240,10 @@ def approximate(
             settings,
             settings.max_steps,
             progress,
-            _divergence_name(loss),
+            divergence_name(loss),
         )
         if guide == "flow":
-            made = _flow_stage(result, model, made, args, kwargs, loss, k, settings, progress)
+            made = flow_stage(result, model, made, args, kwargs, loss, k, settings, progress)
         if settings.khat_draws:
             t = time.perf_counter()
             result.khat = pyrodiv.psis_khat(
@@ -415,24 +280,6 @@ def _several_modes(result, optima, num_starts, name) -> None:
     _warn(message)
 
 
-def _flow_stage(result, model, gaussian, args, kwargs, loss, k, settings, progress):
-    """Refine the fitted whitened Gaussian with an identity-initialized spline flow
-    (:class:`~pyrodiv.inference.flow_guide.AutoWhitenedFlow`) for ``flow_steps`` steps; the
-    flow replaces the Gaussian unless the stage failed."""
-    gaussian.rewhiten()
-    flow = AutoWhitenedFlow(model, full_rank=gaussian.full_rank, init_loc_fn=init_to_median)
-    flow._setup_prototype(*args, **kwargs)
-    flow.set_whitening(gaussian.center, gaussian.factor)
-    stage, losses, detail = _train(
-        "flow", model, flow, args, kwargs, loss, k, settings, settings.flow_steps, progress, True
-    )
-    _record(result, stage, losses, detail, f"{_divergence_name(loss)} (flow)", settings)
-    if stage.status in _FAILED:
-        return gaussian
-    result.guide = flow
-    return flow
-
-
 def _elbo_scorer(model, helper, args, kwargs, settings, seed):
     """``(center, scale_tril) -> (ELBO estimate, draws)`` of the whitened Gaussian there."""
     if not settings.path_points:
@@ -457,39 +304,3 @@ def _constrained(guide: AutoWhitenedNormal, z: torch.Tensor):
 
     for site, unconstrained in guide._unpack_latent(z):
         yield site, biject_to(site["fn"].support)(unconstrained)
-
-
-def _rounds(name, result, model, guide, args, kwargs, loss, k, settings, steps, progress, label):
-    """Train in rounds; a whitened guide is re-whitened at its fit after each round, and
-    another round runs while the last one moved it by more than ``rewhiten_above``. A round
-    that fails resets the guide to its state before the first round."""
-    whitened = isinstance(guide, AutoWhitenedNormal)
-    before = (guide.center.clone(), guide.factor.clone()) if whitened else None
-    for round_ in range(settings.rounds):
-        label_round = name if round_ == 0 else f"{name} (round {round_ + 1})"
-        stage, losses, detail = _train(
-            label_round, model, guide, args, kwargs, loss, k, settings, steps, progress
-        )
-        if stage.status in _FAILED and whitened and round_ > 0:
-            guide.set_whitening(*before)  # the parameters were reset to 0 by _train
-        _record(result, stage, losses, detail, label, settings)
-        if stage.status in _FAILED or not whitened:
-            return
-        if guide.rewhiten() < settings.rewhiten_above:
-            return
-
-
-def _record(result, stage, losses, detail, divergence, settings) -> None:
-    result.stages.append(stage)
-    result.losses.extend(losses)
-    if stage.status in ("collapsed", "ran away", "failed"):
-        message = (
-            f"approximate: {divergence} {stage.status} ({detail}); the guide was reset to its "
-            "state before this stage. Try more particles (target_ess=, num_particles=), a "
-            "smaller lr, reverse_kl or forward_kl, or check the k-hat of "
-            "to_inference_data(resample='psis')."
-        )
-        result.messages.append(message)
-        if settings.on_failure == "raise":
-            raise RuntimeError(message)
-        _warn(message)

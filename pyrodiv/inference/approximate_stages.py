@@ -1,0 +1,219 @@
+r"""The training stages of :func:`pyrodiv.approximate`: Adam on a whitened guide with a
+convergence stop, learning-rate decay, Polyak averaging and the collapse and runaway checks
+(:func:`train`), re-whitening rounds (:func:`rounds`), and the flow stage (:func:`flow_stage`).
+
+**Learning rates.** The whitened guide :math:`N(m + La, (LB)(LB)^\top)` with
+:math:`B = \operatorname{diag}(e^s) + \operatorname{tril}(R, -1)` is trained by Adam, whose
+step moves every parameter by about the learning rate :math:`\eta` whatever the size of its
+gradient. Where the gradient is mostly noise (a self-normalized divergence near its optimum
+in many dimensions) each step is a random step of size :math:`\eta` in each of the
+:math:`D(D-1)/2` entries of :math:`R`, and the singular values of :math:`B = I + E`, with
+:math:`E` a :math:`D \times D` noise matrix of entries of size :math:`\eta`, spread by about
+:math:`\eta\sqrt D` (the edge of the Marchenko-Pastur law). So :math:`R` is trained at
+:math:`\eta/\sqrt D`: a noisy step then moves :math:`B`'s singular values (the guide's sds, in
+posterior sds) by about :math:`\eta`, as a step of :math:`s` does, in any dimension.
+
+Example::
+
+    >>> stage, losses, detail = train("fit", model, guide, (), {}, loss, 16, settings, 500,
+    ...                               progress=False)                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer.autoguide.initialization import init_to_median
+
+import pyrodiv
+
+from .approximation import _FAILED, ApproximateSettings, Stage, _warn
+from .flow_guide import AutoWhitenedFlow
+from .warm_start import AutoWhitenedNormal
+
+__all__ = ["divergence_name", "flow_stage", "record", "rounds", "train"]
+
+
+def divergence_name(loss) -> str:
+    return getattr(loss, "divergence", type(loss).__name__)
+
+
+class _Monitor:
+    """The stage callback: window means of the parameters, learning-rate decay, the
+    convergence stop and the collapse and runaway checks."""
+
+    def __init__(self, params: list, optim, settings: ApproximateSettings, guide, lr, converge):
+        self.params, self.optim, self.s, self.guide = params, optim, settings, guide
+        self.lr, self.converge = lr, converge
+        self.total = None
+        self.previous = None
+        self.average = None
+        self.window_losses, self.previous_loss = [], None
+        self.status = "max_steps"
+        self.detail = ""
+
+    def flat(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.params])
+
+    def __call__(self, step: int, loss: float) -> bool:
+        if not math.isfinite(loss):
+            self.status, self.detail = "failed", f"its loss became {loss} at step {step}"
+            return True
+        flat = self.flat()
+        self.total = flat.clone() if self.total is None else self.total + flat
+        self.window_losses.append(loss)
+        if step % self.s.window:
+            return False
+        mean, self.total = self.total / self.s.window, None
+        losses = torch.tensor(self.window_losses, dtype=torch.float64)
+        self.window_losses = []
+        loss_mean, loss_se = float(losses.mean()), float(losses.std() / len(losses) ** 0.5)
+        if not torch.isfinite(mean).all():
+            self.status, self.detail = "failed", f"its parameters became nan at step {step}"
+            return True
+        if isinstance(self.guide, AutoWhitenedNormal) and self._broken(step):
+            return True
+        self.average = mean
+        previous, self.previous = self.previous, mean
+        previous_loss, self.previous_loss = self.previous_loss, (loss_mean, loss_se)
+        if previous is None:
+            return False
+        change = float((mean - previous).abs().max())
+        if self.converge and change < self.s.tolerance:
+            self.status = "converged"
+            return True
+        gain = previous_loss[0] - loss_mean
+        if gain > self.s.drift * math.hypot(loss_se, previous_loss[1]):
+            return False  # the loss still falls beyond its noise: keep the learning rate
+        self.lr = max(self.s.min_lr, self.lr * self.s.lr_decay)
+        for optimizer in self.optim.optim_objs.values():
+            for group in optimizer.param_groups:
+                group["lr"] = self.lr
+        return False
+
+    def _broken(self, step: int) -> bool:
+        a, sds = self.guide.whitened_moments()
+        if sds.min() < self.s.collapse_ratio:
+            self.status = "collapsed"
+            self.detail = (
+                f"the guide's sd along one direction fell to {float(sds.min()):.3g} "
+                f"of the Laplace sd by step {step}"
+            )
+        elif a.abs().max() > self.s.runaway_sds or sds.max() > self.s.runaway_sds:
+            self.status = "ran away"
+            self.detail = (
+                f"the guide moved {float(a.abs().max()):.3g} Laplace sds away and its "
+                f"widest sd is {float(sds.max()):.3g} Laplace sds by step {step}"
+            )
+        else:
+            return False
+        return True
+
+
+def _guide_params(guide, args, kwargs) -> list:
+    with poutine.block(), poutine.trace(param_only=True) as tr:
+        guide(*args, **kwargs)
+    store = pyro.get_param_store()
+    return [store._params[name] for name in tr.trace.param_nodes]
+
+
+def train(
+    name, model, guide, args, kwargs, loss, particles, settings, max_steps, progress, flow=False
+):
+    """One training stage through :func:`pyrodiv.fit` with a :class:`_Monitor` (for a flow:
+    its learning rate and no convergence stop)."""
+    stage = Stage(name, particles=particles)
+    params = _guide_params(guide, args, kwargs)
+    before = [p.detach().clone() for p in params]
+    lr = settings.flow_lr if flow else settings.lr
+    optim = pyro.optim.Adam({"lr": lr})
+    monitor = _Monitor(params, optim, settings, guide, lr, converge=not flow)
+    began = time.perf_counter()
+    try:
+        result = pyrodiv.fit(
+            model,
+            guide,
+            *args,
+            loss=loss,
+            optim=optim,
+            num_steps=max_steps,
+            progress=progress,
+            desc=name,
+            callback=monitor,
+            **kwargs,
+        )
+        losses = result.losses
+    except (ValueError, RuntimeError, AssertionError) as error:  # nan, Cholesky, a flow
+        monitor.status, monitor.detail = "failed", f"it raised {type(error).__name__}: {error}"
+        losses = []
+    stage.steps = len(losses)
+    stage.num_gradient_evaluations = stage.steps * particles
+    stage.status = monitor.status
+    with torch.no_grad():
+        if monitor.status in ("collapsed", "ran away", "failed"):
+            for p, value in zip(params, before, strict=True):
+                p.copy_(value)
+        elif monitor.average is not None:  # Polyak averaging over the last window
+            sizes = [p.numel() for p in params]
+            for p, value in zip(params, monitor.average.split(sizes), strict=True):
+                p.copy_(value.reshape(p.shape))
+    stage.seconds = time.perf_counter() - began
+    return stage, losses, monitor.detail
+
+
+def flow_stage(result, model, gaussian, args, kwargs, loss, k, settings, progress):
+    """Refine the fitted whitened Gaussian with an identity-initialized spline flow
+    (:class:`~pyrodiv.inference.flow_guide.AutoWhitenedFlow`) for ``flow_steps`` steps; the
+    flow replaces the Gaussian unless the stage failed."""
+    gaussian.rewhiten()
+    flow = AutoWhitenedFlow(model, full_rank=gaussian.full_rank, init_loc_fn=init_to_median)
+    flow._setup_prototype(*args, **kwargs)
+    flow.set_whitening(gaussian.center, gaussian.factor)
+    stage, losses, detail = train(
+        "flow", model, flow, args, kwargs, loss, k, settings, settings.flow_steps, progress, True
+    )
+    record(result, stage, losses, detail, f"{divergence_name(loss)} (flow)", settings)
+    if stage.status in _FAILED:
+        return gaussian
+    result.guide = flow
+    return flow
+
+
+def rounds(name, result, model, guide, args, kwargs, loss, k, settings, steps, progress, label):
+    """Train in rounds; a whitened guide is re-whitened at its fit after each round, and
+    another round runs while the last one moved it by more than ``rewhiten_above``. A round
+    that fails resets the guide to its state before the first round."""
+    whitened = isinstance(guide, AutoWhitenedNormal)
+    before = (guide.center.clone(), guide.factor.clone()) if whitened else None
+    for round_ in range(settings.rounds):
+        label_round = name if round_ == 0 else f"{name} (round {round_ + 1})"
+        stage, losses, detail = train(
+            label_round, model, guide, args, kwargs, loss, k, settings, steps, progress
+        )
+        if stage.status in _FAILED and whitened and round_ > 0:
+            guide.set_whitening(*before)  # the parameters were reset to 0 by train
+        record(result, stage, losses, detail, label, settings)
+        if stage.status in _FAILED or not whitened:
+            return
+        if guide.rewhiten() < settings.rewhiten_above:
+            return
+
+
+def record(result, stage, losses, detail, divergence, settings) -> None:
+    result.stages.append(stage)
+    result.losses.extend(losses)
+    if stage.status in ("collapsed", "ran away", "failed"):
+        message = (
+            f"approximate: {divergence} {stage.status} ({detail}); the guide was reset to its "
+            "state before this stage. Try more particles (target_ess=, num_particles=), a "
+            "smaller lr, reverse_kl or forward_kl, or check the k-hat of "
+            "to_inference_data(resample='psis')."
+        )
+        result.messages.append(message)
+        if settings.on_failure == "raise":
+            raise RuntimeError(message)
+        _warn(message)
