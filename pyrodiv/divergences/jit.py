@@ -61,7 +61,15 @@ def jit(loss: DivergenceLoss, ignore_jit_warnings: bool = True, jit_options=None
             "jit: Markovian score climbing keeps a chain state between steps, which a recorded "
             "graph would freeze; use ForwardKL(estimator='msc') uncompiled"
         )
-    uncompiled = loss._estimate
+    loss._estimate = traced_estimate(loss._estimate, ignore_jit_warnings, jit_options)
+    return loss
+
+
+def traced_estimate(uncompiled, ignore_jit_warnings: bool = True, jit_options=None):
+    """``uncompiled`` (a loss's ``_estimate(model, guide, args, kwargs)``) recorded once per
+    model, guide, grad mode and fixed arguments with :func:`pyro.ops.jit.trace`, and replayed:
+    the function that :func:`jit` installs (and :func:`pyrodiv.divergences.compiled.compile`
+    falls back to)."""
     compiled = {}
 
     def _estimate(model, guide, args, kwargs):
@@ -87,8 +95,7 @@ def jit(loss: DivergenceLoss, ignore_jit_warnings: bool = True, jit_options=None
             )
         return Estimate(*compiled[key](*tensors, **kwargs))
 
-    loss._estimate = _estimate
-    return loss
+    return _estimate
 
 
 def _fixed_arguments(args) -> tuple:

@@ -1,0 +1,267 @@
+r"""The compiled path: a loss's estimate on lowered tensor functions, recorded with ``torch.jit``.
+
+:func:`compile` makes any :class:`~pyrodiv.divergences.loss_base.DivergenceLoss` run, for
+static programs (a model with a Gaussian autoguide), on the pure tensor functions of
+:mod:`pyrodiv.divergences.lowering` instead of Pyro's traces: per step
+
+.. math::
+
+    \varepsilon \sim N(0, I),\quad u_k = \mu_\theta + S_\theta \varepsilon_k,\quad
+    \log p_k = \log p(\text{data}, T(u_k)),\quad
+    \log q_k = \log q_\theta(u_k) - \log|\det J_T(u_k)|,
+
+then the loss's own estimator (the one its plan table names for the target, e.g.
+:func:`~pyrodiv.divergences.estimators.self_normalized_kl_forward` for ``ForwardKL`` on a
+posterior) on :math:`(\log p_k, \log q_k)`. The whole function of the guide's parameters, the
+noise and the data is recorded once with :func:`torch.jit.trace` and replayed: no poutine
+handler, trace or Python loop over sites runs after the first call. The noise is drawn outside
+the graph in the shapes and order of the eager guide run, so at a seed the compiled loss makes
+the same draws as the uncompiled one and gives the same value and gradient (up to rounding).
+The draws match for vectorized particles or one particle; sequential particles are not lowered.
+
+What is lowered: the prior and posterior targets of every loss whose plan runs the guide first
+(``ReverseKL``, ``ForwardKL`` on a posterior, ``JensenShannon`` on a posterior, every
+``FDivergence``, ``RenyiBound``, ``CUBO``), with ``AutoNormal``, ``AutoDiagonalNormal``,
+``AutoMultivariateNormal``, ``AutoLowRankMultivariateNormal`` or another Gaussian
+``AutoContinuous`` (``AutoWhitenedNormal``). Everything else falls back to
+:func:`pyrodiv.divergences.jit.jit` (uncompiled for ``ForwardKL(estimator="msc")``), with one
+``UserWarning`` naming why: a sample target or given draws, a plan that draws from the model, a
+non-Gaussian guide, a subsampled plate, an enumerated site, a model that does not broadcast
+over the particle plate, a dynamic program (the recorded graph disagrees with the eager
+functions at a fresh draw).
+
+As with :func:`~pyrodiv.divergences.jit.jit`: every ``pyro.param`` must exist at the first call
+(autoguides create theirs then); control flow that depends on values is frozen (checked at one
+fresh draw); the per-site NaN checks run at the first call only, the estimate's own check
+every call. Tensors among the positional and keyword arguments are the graph's inputs; each new
+non-tensor argument or new data shape records a new graph.
+
+Example::
+
+    >>> import pyrodiv
+    >>> loss = compile(pyrodiv.ReverseKL(num_particles=64, vectorize_particles=True))
+    >>> svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), loss=loss)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pyro
+import torch
+from pyro.poutine.runtime import _PYRO_STACK
+
+from .estimators import Estimate
+from .jit import _fixed_arguments, traced_estimate
+from .loss_base import DivergenceLoss
+from .lowering import NotLowerable, lower
+from .trace_pair import Run
+
+__all__ = ["NotLowerable", "Program", "compile", "program"]
+
+
+class Program:
+    r"""One lowered, recorded estimate of a loss for one model, guide and argument pattern.
+
+    ``program(args, kwargs)`` draws fresh noise and returns the
+    :class:`~pyrodiv.divergences.estimators.Estimate`; :attr:`params` are the guide's
+    unconstrained parameter tensors (the param store's own), the graph's first inputs.
+
+    :raises NotLowerable: with the reason, when the programs cannot be lowered or the
+        recorded graph disagrees with the eager functions at a fresh draw.
+    """
+
+    def __init__(self, loss: DivergenceLoss, model, guide, args: tuple, kwargs: dict):
+        self.loss, self.guide = loss, guide
+        self.lowered = lowered = lower(loss, model, guide, args, kwargs)
+        kind = loss.check_target(model, args, kwargs)
+        self.estimator = loss.plans()[kind].estimator
+        self.names = lowered.param_names(args, kwargs)
+        self.attributes = lowered.tensor_attributes()
+        self.positions = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+        self.keywords = sorted(k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
+        self.template = (list(args), dict(kwargs))
+        self.watch = getattr(loss, "watch", None)
+        store = pyro.get_param_store()
+        self.params = [store._params[name] for name in self.names]
+        with torch.random.fork_rng():  # recording leaves the draws of the first call alone
+            inputs = self._inputs(lowered.noise(), args, kwargs)
+        self.graph = self._record(inputs)
+        self._check_static(args, kwargs)
+
+    # ---- recording -----------------------------------------------------------------------
+
+    def _inputs(self, noise, args, kwargs) -> tuple:
+        guide = self.guide
+        return (
+            *self.params,
+            *(getattr(guide, name) for name in self.attributes),
+            *noise,
+            *(args[i] for i in self.positions),
+            *(kwargs[k] for k in self.keywords),
+        )
+
+    def _function(self, *inputs):
+        """The estimate as a function of the inputs: ``(value, surrogate, elbo)`` (the mean
+        log-weight, for a bound's runaway watch)."""
+        start = len(self.params) + len(self.attributes)
+        count = len(self.lowered.shapes)
+        noise, data = inputs[start : start + count], iter(inputs[start + count :])
+        args, kwargs = list(self.template[0]), dict(self.template[1])
+        for i in self.positions:
+            args[i] = next(data)
+        for k in self.keywords:
+            kwargs[k] = next(data)
+        log_p, log_q = self.lowered.densities(noise, tuple(args), kwargs)
+        run = Run(log_p, log_q, None, {}, {}, {})
+        est = self.estimator(self.loss, run)
+        return est.value, est.surrogate, (log_p - log_q).detach().mean()
+
+    def _eager(self, inputs):
+        loss, self.loss.watch = self.loss, None
+        try:
+            with pyro.validation_enabled(False), torch.enable_grad():
+                return self._function(*inputs)
+        finally:
+            loss.watch = self.watch
+
+    def _record(self, inputs):
+        self.loss.watch = None  # a watch is updated outside the graph, every call
+        try:
+            with pyro.validation_enabled(False), torch.enable_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+                warnings.filterwarnings("ignore", message=".*torch.jit.trace. is deprecated")
+                return torch.jit.trace(self._function, inputs, check_trace=False)
+        except NotLowerable:
+            raise
+        except Exception as error:  # noqa: BLE001 - any program torch.jit cannot record
+            raise NotLowerable(
+                f"torch.jit cannot record it ({type(error).__name__}: {error})"
+            ) from None
+        finally:
+            self.loss.watch = self.watch
+
+    def _check_static(self, args, kwargs) -> None:
+        """Compare the graph with the eager functions at a fresh draw (RNG-neutral): a
+        program whose structure depends on the values drawn is dynamic."""
+        with torch.random.fork_rng():
+            inputs = self._inputs(self.lowered.noise(), args, kwargs)
+        with torch.no_grad():
+            recorded = self.graph(*inputs)
+            eager = self._eager(inputs)
+        for a, b in zip(recorded, eager, strict=True):
+            a, b = float(a.detach()), float(b.detach())
+            if math.isfinite(b) and not abs(a - b) <= 1e-6 * max(1.0, abs(b)):
+                raise NotLowerable(
+                    "its structure depends on the values drawn (a dynamic program): the "
+                    "recorded graph gives a different estimate at a fresh draw"
+                )
+
+    # ---- calling ---------------------------------------------------------------------------
+
+    def __call__(self, args, kwargs) -> Estimate:
+        store = pyro.get_param_store()
+        self.params = [store._params[name] for name in self.names]
+        value, surrogate, elbo = self.graph(*self._inputs(self.lowered.noise(), args, kwargs))
+        if _PYRO_STACK:  # under SVI's param capture: let it see the parameters
+            for name in self.names:
+                pyro.param(name)
+        if self.watch is not None and torch.is_grad_enabled():
+            self.watch.update(float(value), float(elbo))
+        return Estimate(value, surrogate)
+
+
+def _key(loss, model, guide, args, kwargs) -> tuple:
+    """What a recorded graph is specific to: the programs, the particles, the non-tensor
+    arguments and the tensors' shapes and dtypes."""
+    shapes = tuple(
+        (a.shape, a.dtype) for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)
+    )
+    fixed_kwargs = tuple(
+        sorted((k, v) for k, v in kwargs.items() if not isinstance(v, torch.Tensor))
+    )
+    return (
+        model,
+        guide,
+        loss.num_particles,
+        loss.vectorize_particles,
+        _fixed_arguments(args),
+        fixed_kwargs,
+        shapes,
+    )
+
+
+def program(loss: DivergenceLoss, model, guide, args: tuple, kwargs: dict) -> Program:
+    """The :class:`Program` of ``loss`` for these programs and arguments, recorded on first use
+    and kept on the loss; raises :class:`NotLowerable` (each time) where it cannot lower."""
+    cache = loss.__dict__.setdefault("_programs", {})
+    try:
+        key = _key(loss, model, guide, args, kwargs)
+        found = cache.get(key)
+    except TypeError:
+        raise NotLowerable("a keyword argument is neither a tensor nor hashable") from None
+    if found is None:
+        try:
+            found = Program(loss, model, guide, args, kwargs)
+        except NotLowerable as why:
+            found = why
+        except TypeError as error:  # unhashable keyword arguments and the like
+            found = NotLowerable(str(error))
+        cache[key] = found
+    if isinstance(found, NotLowerable):
+        raise found
+    return found
+
+
+def compile(loss: DivergenceLoss) -> DivergenceLoss:  # noqa: A001 - the public name
+    """Run ``loss`` on the compiled path (see the module docstring), in place; returns it.
+
+    :param loss: a pyrodiv loss (``ReverseKL``, ``ForwardKL``, ``JensenShannon``,
+        ``FDivergence``, ``RenyiBound``, ``CUBO``, ...).
+    :raises TypeError: for anything that is not a
+        :class:`~pyrodiv.divergences.loss_base.DivergenceLoss`.
+
+    Where a model and guide cannot be lowered, the loss runs traced by
+    :func:`pyrodiv.divergences.jit.jit` (uncompiled for score climbing), after one
+    ``UserWarning`` naming why.
+
+    Example::
+
+        >>> import pyrodiv
+        >>> loss = compile(pyrodiv.ForwardKL(num_particles=256, vectorize_particles=True))
+        >>> svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), loss=loss)
+    """
+    if not isinstance(loss, DivergenceLoss):
+        raise TypeError(
+            f"compile: expected a pyrodiv DivergenceLoss (ReverseKL, ForwardKL, ...), got "
+            f"{type(loss).__name__}"
+        )
+    if getattr(loss, "_compiled", False):
+        return loss
+    uncompiled = loss._estimate
+    msc = getattr(loss, "estimator", None) == "msc"
+    fallback = uncompiled if msc else traced_estimate(uncompiled)
+    told = set()
+
+    def _estimate(model, guide, args, kwargs):
+        try:
+            found = program(loss, model, guide, args, kwargs)
+        except NotLowerable as why:
+            if str(why) not in told:
+                told.add(str(why))
+                instead = "uncompiled" if msc else "traced by pyrodiv.jit"
+                warnings.warn(
+                    f"pyrodiv.compile: {loss.divergence} is not lowered ({why}); it runs "
+                    f"{instead} instead",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            return fallback(model, guide, args, kwargs)
+        est = found(args, kwargs)
+        loss._params.update(zip(found.names, found.params, strict=True))
+        return est
+
+    loss._estimate = _estimate
+    loss._compiled = True
+    return loss
