@@ -108,8 +108,6 @@ def _guide_kind(guide) -> str:
     raise :class:`NotLowerable` naming the guide."""
     name = type(guide).__name__
     if isinstance(guide, AutoNormal) and type(guide).forward is AutoNormal.forward:
-        if getattr(guide, "_pyro_name", None) is None or guide.prototype_trace is None:
-            raise NotLowerable(f"the guide {name} has not been set up")
         return "normal"
     if (
         isinstance(guide, AutoContinuous)
