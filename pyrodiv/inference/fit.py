@@ -5,6 +5,22 @@ Every part of pyrodiv that trains a guide (the demo, the zoo comparison, the exa
 benchmarks) goes through :func:`fit`, so that they share one loop. Its options are one small
 :class:`FitSettings`.
 
+**The compiled fast path** (``compile="auto"``, the default). Where the loss lowers
+(:mod:`pyrodiv.divergences.compiled`: a pyrodiv loss, a static model, a Gaussian autoguide,
+vectorized particles or one) and the optimizer is elementwise (Pyro's ``Adam``, ``ClippedAdam``,
+``AdamW``, ``SGD``, ``RMSprop``, ``Adagrad``, ``Adamax``, ``NAdam``, ``RAdam``, given a dict of
+arguments and no gradient clipping), a step is the recorded estimate, one ``backward`` and
+one step of a single optimizer over all the guide's unconstrained parameters, with no
+``SVI`` param capture and no per-parameter optimizer loop. Because the optimizers are
+elementwise, one optimizer over every parameter takes exactly the steps of Pyro's
+per-parameter ones: the fit makes the same draws and ends at the same parameters as the
+``SVI`` loop (to rounding). The single optimizer stands in ``optim.optim_objs`` for every
+parameter during the fit (so a callback that changes the learning rate there reaches it) and
+is split back into Pyro's per-parameter optimizers, state included, at the end. Anything else
+runs the ``SVI`` loop with the loss as given; ``compile=True`` also compiles the loss there
+(:func:`~pyrodiv.divergences.compiled.compile`, which says why it could not lower), and
+``compile=False`` never compiles.
+
 Example::
 
     >>> result = fit(model, guide, data, loss=pyrodiv.ForwardKL(num_particles=64),
@@ -15,13 +31,19 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyro
+import torch
+from pyro.optim.clipped_adam import ClippedAdam
 from tqdm.auto import tqdm
 
+from ..divergences.compiled import NotLowerable, program
+from ..divergences.compiled import compile as compile_loss
+from ..divergences.loss_base import DivergenceLoss
 from ..validation import check_positive_int
 
 
@@ -40,6 +62,9 @@ class FitSettings:
         early.
     :param window: steps per window of the plateau rule and of the progress bar's mean.
     :param tolerance: the plateau rule's relative improvement.
+    :param compile: ``"auto"`` (the compiled fast path where it applies, else ``SVI``),
+        ``True`` (as ``"auto"``, and the loss compiled in the ``SVI`` loop otherwise) or
+        ``False`` (``SVI`` with the loss as given); see the module docstring.
 
     Example::
 
@@ -55,6 +80,7 @@ class FitSettings:
     patience: int | None = None
     window: int = 100
     tolerance: float = 1e-3
+    compile: bool | str = "auto"
 
     def __post_init__(self):
         check_positive_int(self.num_steps, "fit: num_steps")
@@ -63,6 +89,8 @@ class FitSettings:
             check_positive_int(self.patience, "fit: patience", none="None or ")
         if not self.lr > 0:
             raise ValueError(f"fit: lr must be positive, got {self.lr!r}")
+        if self.compile not in (True, False, "auto"):
+            raise ValueError(f"fit: compile must be True, False or 'auto', got {self.compile!r}")
 
     def replace(self, **changes) -> FitSettings:
         """A copy with ``changes`` applied."""
@@ -124,19 +152,33 @@ def fit(
     """
     options = {k: kwargs.pop(k) for k in list(kwargs) if k in FIT_OPTIONS}
     settings = (settings or FitSettings()).replace(**options)
-    svi = pyro.infer.SVI(model, guide, settings.make_optim(), loss=loss)
+    optim = settings.make_optim()
+    step = _fast_step(model, guide, args, kwargs, loss, optim) if settings.compile else None
+    if step is None:
+        if settings.compile is True and isinstance(loss, DivergenceLoss):
+            loss = compile_loss(loss)
+        svi = pyro.infer.SVI(model, guide, optim, loss=loss)
+        step = _SVIStep(svi, args, kwargs)
+    try:
+        return _loop(step, loss, settings, callback)
+    finally:
+        step.close()
+
+
+def _loop(step, loss, settings: FitSettings, callback) -> FitResult:
+    """The steps, the history, the callback, the plateau rule and the progress bar."""
     desc = settings.desc or getattr(loss, "divergence", type(loss).__name__)
     result = FitResult()
     best, stale, window = float("inf"), 0, settings.window
     start = time.perf_counter()
     bar = tqdm(range(settings.num_steps), disable=not settings.progress, desc=desc, leave=False)
-    for step in bar:
-        value = float(svi.step(*args, **kwargs))
+    for count in bar:
+        value = float(step())
         result.losses.append(value)
-        if callback is not None and callback(step + 1, value):
+        if callback is not None and callback(count + 1, value):
             result.stopped_early = True
             break
-        if (step + 1) % window:
+        if (count + 1) % window:
             continue
         mean = sum(result.losses[-window:]) / window
         bar.set_postfix(loss=f"{mean:.4g}")
@@ -152,3 +194,95 @@ def fit(
     bar.close()
     result.seconds = time.perf_counter() - start
     return result
+
+
+class _SVIStep:
+    """One ``SVI.step`` (the loop without the fast path)."""
+
+    def __init__(self, svi, args, kwargs):
+        self.svi, self.args, self.kwargs = svi, args, kwargs
+
+    def __call__(self) -> float:
+        return self.svi.step(*self.args, **self.kwargs)
+
+    def close(self) -> None:
+        pass
+
+
+#: Optimizers that update each element of each parameter on its own, so that one of them
+#: over every parameter steps as Pyro's per-parameter ones do.
+ELEMENTWISE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop", "Adagrad")
+
+
+def _elementwise(optim) -> bool:
+    constructor = getattr(optim, "pt_optim_constructor", None)
+    if not isinstance(optim, pyro.optim.PyroOptim) or constructor is None:
+        return False
+    torch_optimizer = getattr(torch.optim, getattr(constructor, "__name__", ""), None)
+    known = constructor is torch_optimizer and constructor.__name__ in ELEMENTWISE
+    return (
+        (known or constructor is ClippedAdam)
+        and isinstance(optim.pt_optim_args, dict)
+        and not optim.pt_clip_args
+        and not optim._state_waiting_to_be_consumed
+    )
+
+
+def _fast_step(model, guide, args, kwargs, loss, optim):
+    """The compiled fast step where it applies (see the module docstring), else ``None``."""
+    if not isinstance(loss, DivergenceLoss) or not _elementwise(optim):
+        return None
+    try:
+        found = program(loss, model, guide, args, kwargs)
+    except NotLowerable:
+        return None
+    return _FastStep(found, loss, optim, args, kwargs)
+
+
+class _FastStep:
+    """One compiled step: the recorded estimate, ``backward``, one optimizer over every
+    parameter (standing in the Pyro optimizer's ``optim_objs`` until :meth:`close`)."""
+
+    def __init__(self, found, loss, optim, args, kwargs):
+        self.program, self.loss, self.optim = found, loss, optim
+        self.args, self.kwargs = args, kwargs
+        self.params = list(found.params)
+        earlier = [optim.optim_objs.get(p) for p in self.params]
+        self.optimizer = optim.pt_optim_constructor(self.params, **optim.pt_optim_args)
+        group = self.optimizer.param_groups[0]
+        for p, old in zip(self.params, earlier, strict=True):
+            if old is not None:  # a Pyro optimizer that already stepped: keep its state
+                self.optimizer.state[p] = old.state.get(p, {})
+                group.update({k: v for k, v in old.param_groups[0].items() if k != "params"})
+                group["params"] = self.params
+            optim.optim_objs[p] = self.optimizer
+            optim.grad_clip[p] = None
+        loss._params.update(zip(found.names, self.params, strict=True))
+
+    def __call__(self) -> float:
+        est = self.program(self.args, self.kwargs)
+        value = float(est.value)
+        if not math.isfinite(value):
+            raise ValueError(
+                f"{self.loss.divergence}: the estimate is {value}; at some particle the density "
+                "ratio p/q is beyond the floating-point range (Q is far too narrow or misplaced "
+                "for P). Start Q wider or nearer P (pyrodiv.approximate does), or train with "
+                "ReverseKL first"
+            )
+        if est.surrogate.requires_grad:
+            est.surrogate.backward()
+            self.loss._check_gradients(value)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=False)
+        return value
+
+    def close(self) -> None:
+        """Hand the state back to Pyro's per-parameter optimizers."""
+        optim, shared = self.optim, self.optimizer
+        hyper = {k: v for k, v in shared.param_groups[0].items() if k != "params"}
+        for p in self.params:
+            single = optim.pt_optim_constructor([p], **optim.pt_optim_args)
+            single.param_groups[0].update(hyper)
+            if p in shared.state:
+                single.state[p] = shared.state[p]
+            optim.optim_objs[p] = single
