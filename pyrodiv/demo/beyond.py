@@ -1,15 +1,20 @@
 r"""Beyond the talk: the techniques of its last two slides, run on its own targets.
 
-Three experiments, each with a closed form or a known optimum to read the result against:
+Four experiments, each with a closed form, a reference or a known optimum to read the result
+against:
 
 * **Expectation-maximization** next to gradient maximum likelihood (``CrossEntropy`` on the
   draws), on the talk's two mixtures: both reach the same log-likelihood
   (:func:`pyrodiv.inference.em.plot_em_vs_gradient`, figure ``em_vs_gradient.png``).
 * **Gibbs sampling** of the bimodal mixture with its assignments kept as sites (not summed
-  out): each assignment drawn from its exact conditional, the weight and the two locations by
-  HMC within Gibbs (:func:`pyrodiv.inference.mcmc_kernels.run_mcmc`); read against the
-  values the data were drawn with (up to a swap of the two labels, which the posterior
-  cannot tell apart).
+  out): each assignment drawn from its exact conditional, the weights and the two (ordered)
+  locations by NUTS within Gibbs (:func:`pyrodiv.inference.mcmc_kernels.run_mcmc`); read
+  against the values the data were drawn with.
+* **MCMC kernels next to the divergences**
+  (:mod:`pyrodiv.inference.kernel_comparison`): Gibbs, NUTS, HMC and random-walk MH, and
+  :func:`pyrodiv.approximate` with reverse KL, forward KL and Jensen-Shannon, scored by W1,
+  sd ratios and ESS per second against the quadrature posterior of the same mixture, and
+  against posteriordb's draws on eight schools (skipped when no posteriordb folder is found).
 * **Adversarial training**: a Normal guide fitted to the talk's first target
   :math:`N(-7.3, 3.2)` (mean, variance) through a critic alone, by the GAN (Jensen-Shannon)
   and WGAN (earth mover's, one-sided gradient penalty) losses
@@ -28,8 +33,6 @@ import math
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer import config_enumerate
-from pyro.ops.indexing import Vindex
 
 __all__ = ["beyond_the_talk"]
 
@@ -37,46 +40,30 @@ __all__ = ["beyond_the_talk"]
 NORMAL_TARGET = (-7.3, 3.2)
 
 
-@config_enumerate
-def _bimodal_with_assignments(x):
-    """The talk's bimodal mixture with unknown weight and locations, one assignment per
-    point kept as a site."""
-    w = pyro.sample("w", dist.Beta(2.0, 2.0))
-    locs = pyro.sample("locs", dist.Normal(x.new_tensor([-5.0, 5.0]), 3.0).to_event(1))
-    with pyro.plate("data", len(x)):
-        k = pyro.sample("k", dist.Categorical(torch.stack([1 - w, w], -1)))
-        pyro.sample("x", dist.Normal(Vindex(locs)[..., k], math.sqrt(1.4)), obs=x)
+def _kernels(num_points: int, draws: int, warmup: int, seed: int) -> dict:
+    """MCMC kernels next to the divergences on the talk's mixture (quadrature reference) and
+    on eight schools (posteriordb's draws, when a posteriordb folder is found)."""
+    from ..inference.kernel_comparison import eight_schools_comparison, mixture_comparison
 
-
-def _gibbs(num_points: int, num_samples: int, seed: int) -> dict:
-    from ..inference import arviz_adapter
-    from ..inference.mcmc_kernels import run_mcmc
-
-    generator = torch.Generator().manual_seed(seed)
-    truth_k = torch.bernoulli(torch.full((num_points,), 0.5), generator=generator).long()
-    x = torch.tensor([-7.0, 7.0])[truth_k] + math.sqrt(1.4) * torch.randn(
-        num_points, generator=generator
+    common = dict(num_samples=draws, warmup_steps=warmup, seed=seed)
+    mixture = mixture_comparison(
+        num_points=num_points, kernels=("gibbs", "nuts", "hmc", "rwmh"), **common
     )
-    idata = run_mcmc(
-        _bimodal_with_assignments, x, kernel="gibbs", num_samples=num_samples,
-        warmup_steps=num_samples // 2, seed=seed,
-        kernel_kwargs={"continuous": "hmc", "continuous_kwargs": {"num_steps": 5}},
-    )  # fmt: skip
-    k = arviz_adapter.get_draws(idata, "k").double()
-    locs = arviz_adapter.get_draws(idata, "locs").mean((0, 1))
-    w = float(arviz_adapter.get_draws(idata, "w").mean())
-    agree = float(((k.mean((0, 1)) > 0.5).long() == truth_k).double().mean())
-    if locs[0] > locs[1]:  # the chain found the mixture with its labels swapped
-        locs, w, agree = locs.flip(0), 1 - w, 1 - agree
-    return {
+    try:
+        schools = eight_schools_comparison(kernels=("nuts", "hmc", "rwmh"), **common)
+    except FileNotFoundError as error:
+        schools = {"skipped": str(error).split(". ")[0]}
+    g = mixture["gibbs"]
+    gibbs = {
         "num_points": num_points,
-        "num_samples": num_samples,
-        "w_mean": w,
-        "w_drawn": float(truth_k.double().mean()),
-        "locs_mean": locs.tolist(),
-        "assignments_agreeing": agree,
-        "seconds": float(idata.attrs.get("wall_time_s", float("nan"))),
+        "num_samples": draws,
+        "w_mean": g["weights_mean"][1],
+        "w_drawn": g["weight_drawn"],
+        "locs_mean": g["locs_mean"],
+        "assignments_agreeing": g["assignments_agreeing"],
+        "seconds": next(r["seconds"] for r in mixture["rows"] if r["method"] == "gibbs"),
     }
+    return gibbs, {"mixture": mixture, "eight_schools": schools}
 
 
 def _adversarial(steps: int, particles: int, seed: int) -> dict:
@@ -119,13 +106,16 @@ def beyond_the_talk(
     em_steps: int = 1500,
     gibbs_points: int = 100,
     gibbs_samples: int = 400,
+    kernel_draws: int | None = None,
     gan_steps: int = 1500,
     gan_particles: int = 256,
     seed: int = 0,
     progress=None,
 ) -> dict:
-    """Run the three experiments (see the module doc) and return their numbers; writes
-    ``em_vs_gradient.png`` into ``out_dir``."""
+    """Run the four experiments (see the module doc) and return their numbers; writes
+    ``em_vs_gradient.png`` into ``out_dir``. The kernel comparison runs each chain for
+    ``kernel_draws`` warmup steps and ``kernel_draws`` draws (default ``gibbs_samples // 2``),
+    on ``gibbs_points`` draws of the talk's bimodal mixture."""
     from ..inference.em import plot_em_vs_gradient
 
     em = plot_em_vs_gradient(out_dir, num_points=em_points, steps=em_steps, seed=seed)
@@ -140,12 +130,66 @@ def beyond_the_talk(
         for name, r in em.items()
         if name != "figure"
     }
+    draws = gibbs_samples // 2 if kernel_draws is None else kernel_draws
     with pyro.validation_enabled(True):
-        gibbs = _gibbs(gibbs_points, gibbs_samples, seed)
+        gibbs, kernels = _kernels(gibbs_points, draws, draws, seed)
     gan = _adversarial(gan_steps, gan_particles, seed)
     if progress is not None:
         progress.advance(1)
-    return {"em": em_rows, "gibbs": gibbs, "gan": gan, "figures": ["em_vs_gradient.png"]}
+    return {
+        "em": em_rows,
+        "gibbs": gibbs,
+        "kernels": kernels,
+        "gan": gan,
+        "figures": ["em_vs_gradient.png"],
+    }
+
+
+def kernel_table(rows) -> str:
+    """The Markdown table of :func:`pyrodiv.inference.kernel_comparison.score_methods` rows."""
+    from ..inference.output import num, table
+
+    return table(
+        ["method", "W1 max", "sd ratio min / max", "seconds", "ESS / s"],
+        [
+            [r["method"], num(r["w1_max"], 3),
+             f"{num(r['sd_ratio_min'], 2)} / {num(r['sd_ratio_max'], 2)}",
+             num(r["seconds"], 1), num(r["ess_per_s"], 1)]
+            for r in rows
+        ],
+    )  # fmt: skip
+
+
+def _kernels_report(res: dict) -> str:
+    from ..inference.output import num
+
+    mix, schools = res["mixture"], res["eight_schools"]
+    ref = mix["reference"]
+    text = (
+        "MCMC kernels next to the divergences (one chain of "
+        f"{mix['warmup_steps']} warmup + {mix['num_samples']} draws per kernel, "
+        "`approximate` with its defaults per divergence, 1000 guide draws). W1 and sd ratios "
+        "in reference sds over every scalar variable; ESS / s: the smallest bulk ESS per "
+        "second of sampling, warmup included (a fit: its independent draws per second of "
+        "fitting). `benchmarks/kernels_and_divergences.py` runs the same at 1000 + 1000.\n\n"
+        f"The talk's bimodal mixture, {mix['num_points']} draws, weights and locations "
+        "unknown, an ordered prior on the locations (no label switching). `gibbs` keeps one "
+        "assignment site per point (exact conditionals, NUTS within Gibbs); the other "
+        "kernels and the divergences use the model with the assignments summed out. "
+        "Reference: quadrature on a 64^3 grid, locations "
+        f"{', '.join(num(m, 3) for m in ref['mean']['locs'])} "
+        f"(sd {', '.join(num(s, 3) for s in ref['sd']['locs'])}), weight of the second "
+        f"component {num(ref['mean']['weights'][1], 3)} (sd {num(ref['sd']['weights'][1], 3)})."
+        "\n\n" + kernel_table(mix["rows"]) + "\n\n"
+    )
+    if "skipped" in schools:
+        return text + f"Eight schools: not run ({schools['skipped']}).\n\n"
+    return (
+        text
+        + "Eight schools (non-centred), against posteriordb's reference draws.\n\n"
+        + kernel_table(schools["rows"])
+        + "\n\n"
+    )
 
 
 def beyond_report(res: dict) -> str:
@@ -161,15 +205,16 @@ def beyond_report(res: dict) -> str:
     g = res["gibbs"]
     gan = [[name, num(r["loc"], 3), num(r["variance"], 3)] for name, r in res["gan"].items()]
     return (
-        "## 9. Beyond the talk: EM, Gibbs and adversarial training\n\n"
+        "## 9. Beyond the talk: EM, MCMC kernels next to the divergences, adversarial training\n\n"
         + table(
             ["mixture", "EM log-lik / point", "EM iterations", "gradient MLE", "SVI steps"], em
         )
         + f"\n\nGibbs on the bimodal mixture with its {g['num_points']} assignments kept "
-        f"({g['num_samples']} draws, HMC within Gibbs): weight {num(g['w_mean'], 3)} "
+        f"({g['num_samples']} draws, NUTS within Gibbs): weight {num(g['w_mean'], 3)} "
         f"(drawn share {num(g['w_drawn'], 3)}), locations "
         f"{', '.join(num(v, 3) for v in g['locs_mean'])} (drawn at -7 and 7), "
         f"{num(100 * g['assignments_agreeing'], 1)}% of the assignments as drawn.\n\n"
+        + (_kernels_report(res["kernels"]) if "kernels" in res else "")
         + table(["adversarial fit of N(-7.3, 3.2)", "mean", "variance"], gan)
         + "\n\n"
         + _figs(res)
