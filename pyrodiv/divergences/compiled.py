@@ -46,6 +46,7 @@ Example::
 from __future__ import annotations
 
 import math
+import time
 import warnings
 
 import pyro
@@ -58,7 +59,13 @@ from .loss_base import DivergenceLoss
 from .lowering import NotLowerable, lower
 from .trace_pair import Run
 
-__all__ = ["NotLowerable", "Program", "compile", "program"]
+__all__ = ["BACKENDS", "NotLowerable", "Program", "compile", "program"]
+
+#: ``"jit"``: ``torch.jit.trace`` (recorded in a fraction of a second, the eager operations
+#: replayed); ``"inductor"``: ``torch.compile`` of the same function (about 10 s to compile,
+#: fused kernels, much faster at many particles or data); ``"auto"``: inductor where a step
+#: is slow enough for the compilation to pay back (:attr:`Program.INDUCTOR_STEP`).
+BACKENDS = ("auto", "jit", "inductor")
 
 
 class Program:
@@ -72,7 +79,24 @@ class Program:
         recorded graph disagrees with the eager functions at a fresh draw.
     """
 
-    def __init__(self, loss: DivergenceLoss, model, guide, args: tuple, kwargs: dict):
+    #: ``backend="auto"`` compiles with inductor when the recorded step takes longer than
+    #: this (seconds) and the expected saving exceeds :attr:`INDUCTOR_PAYBACK`.
+    INDUCTOR_STEP = 5e-3
+    #: Seconds that inductor's saving must exceed (its compilation takes about 10 s).
+    INDUCTOR_PAYBACK = 20.0
+
+    def __init__(
+        self,
+        loss: DivergenceLoss,
+        model,
+        guide,
+        args: tuple,
+        kwargs: dict,
+        backend: str = "auto",
+        steps: int | None = None,
+    ):
+        if backend not in BACKENDS:
+            raise ValueError(f"compile: backend must be one of {BACKENDS}, got {backend!r}")
         self.loss, self.guide = loss, guide
         self.lowered = lowered = lower(loss, model, guide, args, kwargs)
         kind = loss.check_target(model, args, kwargs)
@@ -89,6 +113,9 @@ class Program:
             inputs = self._inputs(lowered.noise(), args, kwargs)
         self.graph = self._record(inputs)
         self._check_static(args, kwargs)
+        self.backend = "jit"
+        if backend == "inductor" or (backend == "auto" and self._worth_inductor(inputs, steps)):
+            self._use_inductor(inputs)
 
     # ---- recording -----------------------------------------------------------------------
 
@@ -158,6 +185,56 @@ class Program:
                     "recorded graph gives a different estimate at a fresh draw"
                 )
 
+    # ---- inductor ------------------------------------------------------------------------
+
+    def _worth_inductor(self, inputs, steps) -> bool:
+        """Whether a step of the recorded graph (timed here, forward and gradient) is slow
+        enough that inductor's compilation pays back over ``steps`` (1000 when unknown)."""
+        best = math.inf
+        for _ in range(3):
+            began = time.perf_counter()
+            _, surrogate, _ = self.graph(*inputs)
+            if surrogate.requires_grad:
+                torch.autograd.grad(surrogate, self.params, allow_unused=True)
+            best = min(best, time.perf_counter() - began)
+        saving = 0.7 * best * (steps if steps is not None else 1000)
+        return best > self.INDUCTOR_STEP and saving > self.INDUCTOR_PAYBACK
+
+    def _use_inductor(self, inputs) -> None:
+        """Compile the estimate with ``torch.compile`` (inductor) from an aten graph of it
+        (``make_fx``), checked against the recorded graph; on any failure keep the latter
+        with one warning."""
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        self.loss.watch = None
+        try:
+            with pyro.validation_enabled(False), torch.enable_grad():
+                module = make_fx(self._function)(*inputs)
+            compiled = torch.compile(module, dynamic=False, fullgraph=True)
+            got, want = compiled(*inputs), self.graph(*inputs)  # the first call compiles
+        except Exception as error:  # noqa: BLE001 - no compiler, an unsupported operation
+            warnings.warn(
+                f"pyrodiv.compile: inductor could not compile {self.loss.divergence} "
+                f"({type(error).__name__}: {str(error)[:200]}); it runs on the torch.jit graph",
+                UserWarning,
+                stacklevel=5,
+            )
+            return
+        finally:
+            self.loss.watch = self.watch
+        scale = max(1.0, abs(float(want[0].detach())), abs(float(want[2])))
+        for a, b in zip(got, want, strict=True):
+            a, b = float(a.detach()), float(b.detach())
+            if math.isfinite(b) and not abs(a - b) <= 1e-3 * scale:
+                warnings.warn(
+                    f"pyrodiv.compile: inductor's estimate of {self.loss.divergence} ({a:.6g}) "
+                    f"differs from the recorded graph's ({b:.6g}); it runs on the latter",
+                    UserWarning,
+                    stacklevel=5,
+                )
+                return
+        self.graph, self.backend = compiled, "inductor"
+
     # ---- calling ---------------------------------------------------------------------------
 
     def __call__(self, args, kwargs) -> Estimate:
@@ -192,18 +269,27 @@ def _key(loss, model, guide, args, kwargs) -> tuple:
     )
 
 
-def program(loss: DivergenceLoss, model, guide, args: tuple, kwargs: dict) -> Program:
+def program(
+    loss: DivergenceLoss,
+    model,
+    guide,
+    args: tuple,
+    kwargs: dict,
+    backend: str = "auto",
+    steps: int | None = None,
+) -> Program:
     """The :class:`Program` of ``loss`` for these programs and arguments, recorded on first use
-    and kept on the loss; raises :class:`NotLowerable` (each time) where it cannot lower."""
+    and kept on the loss; raises :class:`NotLowerable` (each time) where it cannot lower.
+    ``steps``: how many steps it will run, if known (for ``backend="auto"``)."""
     cache = loss.__dict__.setdefault("_programs", {})
     try:
-        key = _key(loss, model, guide, args, kwargs)
+        key = (backend, *_key(loss, model, guide, args, kwargs))
         found = cache.get(key)
     except TypeError:
         raise NotLowerable("a keyword argument is neither a tensor nor hashable") from None
     if found is None:
         try:
-            found = Program(loss, model, guide, args, kwargs)
+            found = Program(loss, model, guide, args, kwargs, backend, steps)
         except NotLowerable as why:
             found = why
         except TypeError as error:  # unhashable keyword arguments and the like
@@ -214,11 +300,12 @@ def program(loss: DivergenceLoss, model, guide, args: tuple, kwargs: dict) -> Pr
     return found
 
 
-def compile(loss: DivergenceLoss) -> DivergenceLoss:  # noqa: A001 - the public name
+def compile(loss: DivergenceLoss, backend: str = "auto") -> DivergenceLoss:  # noqa: A001
     """Run ``loss`` on the compiled path (see the module docstring), in place; returns it.
 
     :param loss: a pyrodiv loss (``ReverseKL``, ``ForwardKL``, ``JensenShannon``,
         ``FDivergence``, ``RenyiBound``, ``CUBO``, ...).
+    :param backend: one of :data:`BACKENDS`.
     :raises TypeError: for anything that is not a
         :class:`~pyrodiv.divergences.loss_base.DivergenceLoss`.
 
@@ -237,6 +324,8 @@ def compile(loss: DivergenceLoss) -> DivergenceLoss:  # noqa: A001 - the public 
             f"compile: expected a pyrodiv DivergenceLoss (ReverseKL, ForwardKL, ...), got "
             f"{type(loss).__name__}"
         )
+    if backend not in BACKENDS:
+        raise ValueError(f"compile: backend must be one of {BACKENDS}, got {backend!r}")
     if getattr(loss, "_compiled", False):
         return loss
     uncompiled = loss._estimate
@@ -246,7 +335,7 @@ def compile(loss: DivergenceLoss) -> DivergenceLoss:  # noqa: A001 - the public 
 
     def _estimate(model, guide, args, kwargs):
         try:
-            found = program(loss, model, guide, args, kwargs)
+            found = program(loss, model, guide, args, kwargs, backend)
         except NotLowerable as why:
             if str(why) not in told:
                 told.add(str(why))

@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -45,6 +46,9 @@ from ..divergences.compiled import NotLowerable, program
 from ..divergences.compiled import compile as compile_loss
 from ..divergences.loss_base import DivergenceLoss
 from ..validation import check_positive_int
+
+#: The values of :attr:`FitSettings.compile`.
+COMPILE_OPTIONS = ("auto", True, False, "jit", "inductor")
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,10 @@ class FitSettings:
     :param window: steps per window of the plateau rule and of the progress bar's mean.
     :param tolerance: the plateau rule's relative improvement.
     :param compile: ``"auto"`` (the compiled fast path where it applies, else ``SVI``),
-        ``True`` (as ``"auto"``, and the loss compiled in the ``SVI`` loop otherwise) or
-        ``False`` (``SVI`` with the loss as given); see the module docstring.
+        ``True`` (as ``"auto"``, and the loss compiled in the ``SVI`` loop otherwise),
+        ``"jit"`` or ``"inductor"`` (as ``True``, with that backend of
+        :func:`~pyrodiv.divergences.compiled.compile`) or ``False`` (``SVI`` with the loss as
+        given); see the module docstring.
 
     Example::
 
@@ -89,8 +95,15 @@ class FitSettings:
             check_positive_int(self.patience, "fit: patience", none="None or ")
         if not self.lr > 0:
             raise ValueError(f"fit: lr must be positive, got {self.lr!r}")
-        if self.compile not in (True, False, "auto"):
-            raise ValueError(f"fit: compile must be True, False or 'auto', got {self.compile!r}")
+        if self.compile not in COMPILE_OPTIONS:
+            raise ValueError(
+                f"fit: compile must be one of {COMPILE_OPTIONS}, got {self.compile!r}"
+            )
+
+    @property
+    def backend(self) -> str:
+        """The compiled path's backend: ``"jit"``, ``"inductor"`` or ``"auto"``."""
+        return self.compile if self.compile in ("jit", "inductor") else "auto"
 
     def replace(self, **changes) -> FitSettings:
         """A copy with ``changes`` applied."""
@@ -153,10 +166,12 @@ def fit(
     options = {k: kwargs.pop(k) for k in list(kwargs) if k in FIT_OPTIONS}
     settings = (settings or FitSettings()).replace(**options)
     optim = settings.make_optim()
-    step = _fast_step(model, guide, args, kwargs, loss, optim) if settings.compile else None
+    step = None
+    if settings.compile is not False:
+        step = _fast_step(model, guide, args, kwargs, loss, optim, settings)
     if step is None:
-        if settings.compile is True and isinstance(loss, DivergenceLoss):
-            loss = compile_loss(loss)
+        if settings.compile not in ("auto", False) and isinstance(loss, DivergenceLoss):
+            loss = compile_loss(loss, settings.backend)
         svi = pyro.infer.SVI(model, guide, optim, loss=loss)
         step = _SVIStep(svi, args, kwargs)
     try:
@@ -228,12 +243,12 @@ def _elementwise(optim) -> bool:
     )
 
 
-def _fast_step(model, guide, args, kwargs, loss, optim):
+def _fast_step(model, guide, args, kwargs, loss, optim, settings: FitSettings):
     """The compiled fast step where it applies (see the module docstring), else ``None``."""
     if not isinstance(loss, DivergenceLoss) or not _elementwise(optim):
         return None
     try:
-        found = program(loss, model, guide, args, kwargs)
+        found = program(loss, model, guide, args, kwargs, settings.backend, settings.num_steps)
     except NotLowerable:
         return None
     return _FastStep(found, loss, optim, args, kwargs)
@@ -248,7 +263,10 @@ class _FastStep:
         self.args, self.kwargs = args, kwargs
         self.params = list(found.params)
         earlier = [optim.optim_objs.get(p) for p in self.params]
-        self.optimizer = optim.pt_optim_constructor(self.params, **optim.pt_optim_args)
+        options = dict(optim.pt_optim_args)
+        if "foreach" in inspect.signature(optim.pt_optim_constructor).parameters:
+            options.setdefault("foreach", True)  # one kernel per update, not one per parameter
+        self.optimizer = optim.pt_optim_constructor(self.params, **options)
         group = self.optimizer.param_groups[0]
         for p, old in zip(self.params, earlier, strict=True):
             if old is not None:  # a Pyro optimizer that already stepped: keep its state
@@ -280,6 +298,7 @@ class _FastStep:
         """Hand the state back to Pyro's per-parameter optimizers."""
         optim, shared = self.optim, self.optimizer
         hyper = {k: v for k, v in shared.param_groups[0].items() if k != "params"}
+        hyper["foreach"] = optim.pt_optim_args.get("foreach")
         for p in self.params:
             single = optim.pt_optim_constructor([p], **optim.pt_optim_args)
             single.param_groups[0].update(hyper)
