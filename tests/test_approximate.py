@@ -270,3 +270,74 @@ def test_the_mode_search_rejects_a_step_where_the_model_raises_not_the_start():
     with pyro.validation_enabled(True):
         start = laplace(cliff, AutoWhitenedNormal(cliff), (), {}, num_starts=1)
     assert abs(float(start.mode[0]) - 2.9) < 1e-3
+
+
+def test_a_divergence_that_fails_after_a_skipped_reverse_kl_stage_falls_back_to_it():
+    """The Laplace start is exact on this posterior, so the reverse-KL stage is skipped;
+    Pearson with 2 particles collapses (its estimate falls as the guide narrows), the guide is
+    reset and then fitted by reverse KL: exact within 0.1 sd, with a warning naming Pearson."""
+    y, mean, sd = _normal_normal_data()
+    options = {"num_particles": 2, "collapse_ratio": 0.5, **FAST}
+    with pytest.warns(ApproximationWarning, match="pearson collapsed"):
+        fit = approximate(normal_normal, y, divergence="pearson", **options)
+    stages = [(s.name, s.status) for s in fit.stages]
+    assert stages[1:4] == [
+        ("reverse_kl stage", "skipped"),
+        ("pearson", "collapsed"),
+        ("reverse_kl fallback", "converged"),
+    ]
+    loc, scale = _moments(fit.guide)
+    assert abs(float(loc[0]) - mean) < 0.1 * sd
+    assert abs(float(scale[0]) / sd - 1) < 0.1
+
+
+def test_the_off_diagonal_learning_rate_is_lr_over_sqrt_d():
+    from pyrodiv.inference.approximate_stages import _learning_rates
+
+    def nine(y=None):
+        pyro.sample("x", dist.Normal(torch.zeros(9), 1.0).to_event(1))
+
+    guide = AutoWhitenedNormal(nine)
+    guide._setup_prototype()
+    rates = _learning_rates(guide, 0.06)
+    assert rates("AutoWhitenedNormal_1.tril")["lr"] == pytest.approx(0.02)
+    assert rates("AutoWhitenedNormal_1.loc")["lr"] == rates("x.log_scale")["lr"] == 0.06
+
+
+def test_escalation_to_a_flow_only_where_the_gaussian_cannot_reach():
+    """guide="auto" with reverse KL. On the Gaussian posterior (k-hat < 0.7) no flow stage
+    runs, even with a budget of 100 NUTS times. On the banana (z1 ~ N(0, 1), z2 | z1 ~
+    N(z1^2, 0.5^2): sds 1 and 1.5) the Gaussian's k-hat is above 0.7 (sds 0.45 and 0.51,
+    seed 0), so 150 flow steps run and the flow, whose ELBO is higher, is kept: both sds move
+    toward the exact ones by 0.15 or more (measured 0.71 and 0.80). With a budget too small
+    for a flow stage (1e-6 of the NUTS estimate) none runs."""
+    from test_flow_guide import banana
+
+    from pyrodiv.inference.flow_guide import AutoWhitenedFlow
+
+    y, mean, sd = _normal_normal_data()
+    options = {"flow_steps": 150, "escalate_budget": 100.0, "khat_draws": 1000, "progress": False}
+    fit = approximate(normal_normal, y, divergence="reverse_kl", **options)
+    assert fit.khat < 0.7 and not any(s.name.startswith("flow") for s in fit.stages)
+    assert type(fit.guide) is AutoWhitenedNormal
+
+    sds = {}
+    for escalate in (None, 0.7):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = approximate(banana, divergence="reverse_kl", escalate_khat=escalate, **options)
+        post = fit.to_inference_data(num_samples=4000).posterior
+        sds[escalate] = (float(post["z1"].values.std()), float(post["z2"].values.std()))
+        names = [s.name for s in fit.stages]
+        if escalate is None:
+            assert fit.khat > 0.7 and type(fit.guide) is AutoWhitenedNormal
+        else:
+            assert names[-3:] == ["khat", "flow (escalation)", "khat (flow)"]
+            assert isinstance(fit.guide, AutoWhitenedFlow)
+    for exact, gaussian, flow in zip((1.0, 1.5), sds[None], sds[0.7], strict=True):
+        assert abs(flow - exact) < abs(gaussian - exact) - 0.15
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = approximate(banana, divergence="reverse_kl", **{**options, "escalate_budget": 1e-6})
+    assert not any(s.name.startswith("flow") for s in fit.stages)

@@ -54,7 +54,7 @@ import pyrodiv
 
 from ..divergences.traces import guess_max_plate_nesting
 from ..validation import seeded
-from .approximate_stages import divergence_name, flow_stage, rounds
+from .approximate_stages import divergence_name, flow_stage, khat_stage, nuts_seconds, rounds
 from .approximation import ApproximateSettings, Approximation, ApproximationWarning, Stage, _warn
 from .inference_data import guide_log_weights
 from .warm_start import AutoWhitenedNormal, laplace
@@ -197,22 +197,7 @@ def approximate(
                 run_reverse = False
                 result.stages.append(Stage("reverse_kl stage", status="skipped"))
         if run_reverse:
-            k = settings.reverse_kl_particles
-            loss = pyrodiv.ReverseKL(num_particles=k, **loss_options)
-            rounds(
-                "reverse_kl stage",
-                result,
-                model,
-                made,
-                args,
-                kwargs,
-                loss,
-                k,
-                settings,
-                settings.reverse_kl_steps,
-                progress,
-                "reverse KL (the warm-up stage)",
-            )
+            _reverse_kl_stage(result, model, made, args, kwargs, settings, loss_options, progress)
         if isinstance(divergence, str):
             if is_reverse:
                 k = settings.num_particles or settings.reverse_kl_particles
@@ -228,40 +213,68 @@ def approximate(
             loss = pyrodiv.get_loss(divergence, num_particles=k, **loss_options)
         else:
             loss, k = divergence, divergence.num_particles
-        rounds(
-            name,
-            result,
-            model,
-            made,
-            args,
-            kwargs,
-            loss,
-            k,
-            settings,
-            settings.max_steps,
-            progress,
-            divergence_name(loss),
-        )
-        if guide == "flow":
-            made = flow_stage(result, model, made, args, kwargs, loss, k, settings, progress)
+        failed = rounds(
+            name, result, model, made, args, kwargs, loss, k, settings, settings.max_steps,
+            progress, divergence_name(loss),
+        )  # fmt: skip
+        skipped = any(s.status == "skipped" for s in result.stages)
+        if failed and skipped and isinstance(made, AutoWhitenedNormal):
+            # the guide is back at the warm start: give it the reverse-KL fit instead
+            _reverse_kl_stage(
+                result, model, made, args, kwargs, settings, loss_options, progress, "fallback"
+            )
+        baseline = None
         if settings.khat_draws:
-            t = time.perf_counter()
-            result.khat = pyrodiv.psis_khat(
-                model, made, *args, num_samples=settings.khat_draws, seed=seed, **kwargs
-            )
-            result.stages.append(
-                Stage("khat", num_gradient_evaluations=0, seconds=time.perf_counter() - t)
-            )
-            if not result.khat <= 0.7:
-                message = (
-                    f"{name}: the fitted guide has PSIS k-hat = {result.khat:.2f} > 0.7; "
-                    "its draws may miss part of the posterior (try another divergence, "
-                    "a richer guide, or check to_inference_data(resample='psis'))"
+            result.khat, *baseline = khat_stage(result, model, made, args, kwargs, settings, seed)
+        if guide == "flow" or _escalates(guide, made, result, settings):
+            deadline = None
+            if guide != "flow":
+                budget = settings.escalate_budget * nuts_seconds(
+                    model, made, args, kwargs, result.laplace
                 )
-                result.messages.append(message)
-                _warn(message)
+                deadline = began + budget
+            if deadline is None or deadline - time.perf_counter() > 1.0:  # else too short
+                made = flow_stage(
+                    result, model, made, args, kwargs, loss, k, settings, progress, seed,
+                    deadline, baseline,
+                )  # fmt: skip
+        if not result.khat <= 0.7 and settings.khat_draws:
+            message = (
+                f"{name}: the fitted guide has PSIS k-hat = {result.khat:.2f} > 0.7; "
+                "its draws may miss part of the posterior (try another divergence, "
+                "a richer guide, or check to_inference_data(resample='psis'))"
+            )
+            result.messages.append(message)
+            _warn(message)
     result.seconds = time.perf_counter() - began
     return result
+
+
+def _reverse_kl_stage(
+    result, model, guide, args, kwargs, settings, loss_options, progress, role="stage"
+):
+    """The reverse-KL stage (``role`` "stage": before the divergence; "fallback": after the
+    divergence failed, when the stage had been skipped)."""
+    k = settings.reverse_kl_particles
+    loss = pyrodiv.ReverseKL(num_particles=k, **loss_options)
+    label = "reverse KL (the warm-up stage)" if role == "stage" else "reverse KL (the fallback)"
+    rounds(
+        f"reverse_kl {role}", result, model, guide, args, kwargs, loss, k, settings,
+        settings.reverse_kl_steps, progress, label,
+    )  # fmt: skip
+
+
+def _escalates(guide, made, result, settings) -> bool:
+    """Whether ``guide="auto"`` escalates to a flow: its Gaussian fit has a k-hat above
+    ``escalate_khat`` (the Gaussian family does not reach the posterior) and a Laplace start
+    (for the time budget)."""
+    return (
+        guide == "auto"
+        and settings.escalate_khat is not None
+        and isinstance(made, AutoWhitenedNormal)
+        and result.laplace is not None
+        and result.khat > settings.escalate_khat
+    )
 
 
 def _several_modes(result, optima, num_starts, name) -> None:

@@ -17,6 +17,16 @@ it was built from, and training moves it only where the divergence asks for more
 Gaussian (a skewed or funnel-shaped posterior). Outside :math:`[-B_s, B_s]` (``bound``) each
 spline is the identity, so the tails stay Gaussian.
 
+**The inverse, guarded.** A loss that evaluates :math:`\log q` at given draws (forward KL, the
+self-normalized divergences, whose draws are detached) inverts every spline. Pyro inverts a
+quadratic spline bin by the root of a quadratic and asserts that its discriminant is
+non-negative; in floating point a draw on a bin edge can give a slightly negative one (or a
+bin mismatch), and the whole step fails. Where that assertion fails, the splines here invert
+by bisection on the forward map (monotone) to machine precision, then one Newton step with
+gradients, :math:`x = x_* - (T(x_*) - y)/T'(x_*)`, whose derivative in the spline's parameters is
+the implicit-function one, :math:`\partial x/\partial\phi = -\partial_\phi T / T'`; the
+log-Jacobian is :math:`-\log T'(x)`.
+
 Example::
 
     >>> guide = AutoWhitenedFlow(model)
@@ -26,11 +36,19 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pyro.distributions as dist
 import torch
-from pyro.distributions.transforms import ComposeTransformModule, Permute, Spline, SplineCoupling
+from pyro.distributions.transforms import (
+    ComposeTransformModule,
+    ConditionalSpline,
+    Permute,
+    Spline,
+    SplineCoupling,
+)
+from pyro.distributions.transforms.spline import ConditionedSpline
 from pyro.nn import DenseNN
 
 from .warm_start import AutoWhitenedNormal
@@ -43,9 +61,53 @@ _MIN_DERIVATIVE = 1e-3
 _UNIT_DERIVATIVE = math.log(math.expm1(1.0 - _MIN_DERIVATIVE))
 
 
+class _GuardedInverse:
+    """``spline_op`` with the bisection-and-Newton inverse where Pyro's assertion fails (see
+    the module doc)."""
+
+    def spline_op(self, x, inverse: bool = False, **kwargs):
+        if not inverse:
+            return super().spline_op(x, **kwargs)
+        try:
+            return super().spline_op(x, inverse=True, **kwargs)
+        except AssertionError:
+            return self.bisection_inverse(x)
+
+    def bisection_inverse(self, y: torch.Tensor, iterations: int = 64):
+        """``(x, log|dx/dy|)`` with :math:`T(x) = y`, by bisection and one Newton step."""
+        with torch.no_grad():
+            target = y.detach()
+            low = torch.minimum(target, target.new_tensor(-self.bound)) - 1.0
+            high = torch.maximum(target, target.new_tensor(self.bound)) + 1.0
+            for _ in range(iterations):
+                middle = (low + high) / 2
+                above = super().spline_op(middle)[0] > target
+                high = torch.where(above, middle, high)
+                low = torch.where(above, low, middle)
+            root = (low + high) / 2
+        value, log_derivative = super().spline_op(root)
+        x = root - (value - y) / log_derivative.exp()
+        return x, -super().spline_op(x)[1]
+
+
+class _GuardedSpline(_GuardedInverse, Spline):
+    pass
+
+
+class _GuardedConditionedSpline(_GuardedInverse, ConditionedSpline):
+    pass
+
+
+class _GuardedConditionalSpline(ConditionalSpline):
+    def condition(self, context):
+        return _GuardedConditionedSpline(
+            functools.partial(self._params, context), bound=self.bound, order=self.order
+        )
+
+
 def identity_spline(dim: int, count_bins: int = 8, bound: float = 4.0) -> Spline:
     """An element-wise rational-quadratic spline of ``dim`` dimensions that is the identity."""
-    spline = Spline(dim, count_bins=count_bins, bound=bound, order="quadratic")
+    spline = _GuardedSpline(dim, count_bins=count_bins, bound=bound, order="quadratic")
     with torch.no_grad():
         spline.unnormalized_widths.zero_()
         spline.unnormalized_heights.zero_()
@@ -67,6 +129,9 @@ def identity_spline_coupling(
         dim, split, net, count_bins=count_bins, bound=bound, order="quadratic"
     )
     coupling.lower_spline = identity_spline(split, count_bins, bound)
+    coupling.upper_spline = _GuardedConditionalSpline(
+        net, rest, count_bins, bound=bound, order="quadratic"
+    )
     last = net.layers[-1]
     with torch.no_grad():
         last.weight.zero_()
