@@ -24,7 +24,8 @@ What is lowered: the prior and posterior targets of every loss whose plan runs t
 ``FDivergence``, ``RenyiBound``, ``CUBO``), with ``AutoNormal``, ``AutoDiagonalNormal``,
 ``AutoMultivariateNormal``, ``AutoLowRankMultivariateNormal`` or another Gaussian
 ``AutoContinuous`` (``AutoWhitenedNormal``). Everything else falls back to
-:func:`pyrodiv.divergences.jit.jit` (uncompiled for ``ForwardKL(estimator="msc")``), with one
+:func:`pyrodiv.divergences.jit.jit` (uncompiled for ``ForwardKL(estimator="msc")`` and for
+dynamic programs, which a recorded trace would freeze), with one
 ``UserWarning`` naming why: a sample target or given draws, a plan that draws from the model, a
 non-Gaussian guide, a subsampled plate, an enumerated site, a model that does not broadcast
 over the particle plate, a dynamic program (the recorded graph disagrees with the eager
@@ -110,9 +111,10 @@ class Program:
         store = pyro.get_param_store()
         self.params = [store._params[name] for name in self.names]
         with torch.random.fork_rng():  # recording leaves the draws of the first call alone
-            inputs = self._inputs(lowered.noise(), args, kwargs)
+            draws = [lowered.noise() for _ in range(1 + self.STATIC_CHECKS)]
+        inputs = self._inputs(draws[0], args, kwargs)
         self.graph = self._record(inputs)
-        self._check_static(args, kwargs)
+        self._check_static([self._inputs(noise, args, kwargs) for noise in draws[1:]])
         self.backend = "jit"
         if backend == "inductor" or (backend == "auto" and self._worth_inductor(inputs, steps)):
             self._use_inductor(inputs)
@@ -169,21 +171,24 @@ class Program:
         finally:
             self.loss.watch = self.watch
 
-    def _check_static(self, args, kwargs) -> None:
-        """Compare the graph with the eager functions at a fresh draw (RNG-neutral): a
-        program whose structure depends on the values drawn is dynamic."""
-        with torch.random.fork_rng():
-            inputs = self._inputs(self.lowered.noise(), args, kwargs)
-        with torch.no_grad():
-            recorded = self.graph(*inputs)
-            eager = self._eager(inputs)
-        for a, b in zip(recorded, eager, strict=True):
-            a, b = float(a.detach()), float(b.detach())
-            if math.isfinite(b) and not abs(a - b) <= 1e-6 * max(1.0, abs(b)):
-                raise NotLowerable(
-                    "its structure depends on the values drawn (a dynamic program): the "
-                    "recorded graph gives a different estimate at a fresh draw"
-                )
+    #: Fresh draws at which the recorded graph is compared with the eager functions.
+    STATIC_CHECKS = 3
+
+    def _check_static(self, checks) -> None:
+        """Compare the graph with the eager functions at the inputs ``checks`` (fresh draws):
+        a program whose structure depends on the values drawn is dynamic."""
+        for inputs in checks:
+            with torch.no_grad():
+                recorded = self.graph(*inputs)
+                eager = self._eager(inputs)
+            for a, b in zip(recorded, eager, strict=True):
+                a, b = float(a.detach()), float(b.detach())
+                if math.isfinite(b) and not abs(a - b) <= 1e-6 * max(1.0, abs(b)):
+                    raise NotLowerable(
+                        "its structure depends on the values drawn (a dynamic program): the "
+                        "recorded graph gives a different estimate at a fresh draw",
+                        traceable=False,
+                    )
 
     # ---- inductor ------------------------------------------------------------------------
 
@@ -330,16 +335,17 @@ def compile(loss: DivergenceLoss, backend: str = "auto") -> DivergenceLoss:  # n
         return loss
     uncompiled = loss._estimate
     msc = getattr(loss, "estimator", None) == "msc"
-    fallback = uncompiled if msc else traced_estimate(uncompiled)
+    traced = traced_estimate(uncompiled)
     told = set()
 
     def _estimate(model, guide, args, kwargs):
         try:
             found = program(loss, model, guide, args, kwargs, backend)
         except NotLowerable as why:
+            fallback = traced if why.traceable and not msc else uncompiled
             if str(why) not in told:
                 told.add(str(why))
-                instead = "uncompiled" if msc else "traced by pyrodiv.jit"
+                instead = "traced by pyrodiv.jit" if fallback is traced else "uncompiled"
                 warnings.warn(
                     f"pyrodiv.compile: {loss.divergence} is not lowered ({why}); it runs "
                     f"{instead} instead",
