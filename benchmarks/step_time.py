@@ -197,6 +197,10 @@ def check_floor(num_particles: int = 4096) -> str:
 # ---- the benchmark -----------------------------------------------------------------------
 
 
+#: The compiled path's fall-back notes seen while timing -> the groups they came from.
+FALLBACKS: dict[str, set] = {}
+
+
 def notes() -> list[str]:
     """What this run could not time, one line each (printed and written)."""
     out = []
@@ -235,9 +239,13 @@ def run(args):
                 steps[FLOOR] = floor.step
             if has_numpyro:
                 steps[NUMPYRO] = numpyro_steps.svi_step(key, k)
-            with warnings.catch_warnings():  # e.g. JitTrace_ELBO's tracer warnings
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(record=True) as caught:  # JitTrace_ELBO's tracer
+                warnings.simplefilter("always")
                 timings = interleave(steps, budget_s=budget, min_rounds=3 if args.quick else 15)
+            for w in caught:  # the compiled path's one note per loss where it falls back
+                text = str(w.message)
+                if text.startswith("pyrodiv.compile:"):
+                    FALLBACKS.setdefault(text, set()).add(f"{key} K={k}")
             results[key, k] = timings
             print(f"\n{problem.name}, {k} particles ({len(timings[BASE])} rounds)")
             for name, t in timings.items():
@@ -345,6 +353,12 @@ def report(check, results, particles, out):
                 "rounds):\n\n" + markdown_table(header, rows)
             )
         sections.append(text)
+    if FALLBACKS:
+        lines = [f"- {text} ({', '.join(sorted(where))})" for text, where in FALLBACKS.items()]
+        sections.append(
+            "## Where the '(compiled)' rows fell back\n\nThese '(compiled)' rows time the "
+            "fall-back the compiled path chose, not a lowered program:\n\n" + "\n".join(lines)
+        )
     sections.append("## Goals\n\n" + goals(results, particles))
     text = "\n\n".join(sections)
     print("\n" + text)
