@@ -99,6 +99,27 @@ def _adversarial(steps: int, particles: int, seed: int) -> dict:
     return out
 
 
+def plot_adversarial(fits: dict, out_dir, name: str = "adversarial_fits.png") -> str | None:
+    """The talk's :math:`P = N(-7.3, 3.2)` and each adversarial fit's Normal density (from
+    :func:`beyond_the_talk`'s ``"gan"`` numbers); saved as ``out_dir/name``."""
+    from ..inference.output import new_figure, save_figure
+
+    target = fits["target"]
+    grid = torch.linspace(target["loc"] - 7.0, target["loc"] + 7.0, 801)
+    fig, ax = new_figure(size=(6.0, 3.6))
+    for label, fit in fits.items():
+        density = dist.Normal(fit["loc"], math.sqrt(fit["variance"])).log_prob(grid).exp()
+        style = {"color": "grey", "lw": 3, "alpha": 0.6} if label == "target" else {"lw": 1.5}
+        text = "P = N(-7.3, 3.2)" if label == "target" else label
+        text += f": N({fit['loc']:.2f}, {fit['variance']:.2f})" if label != "target" else ""
+        ax.plot(grid, density, label=text, **style)
+    ax.set_xlabel("x")
+    ax.set_ylabel("density")
+    ax.set_title("Normal guides trained through a critic alone")
+    ax.legend(fontsize=8)
+    return save_figure(fig, out_dir, name)
+
+
 def beyond_the_talk(
     out_dir,
     *,
@@ -113,9 +134,10 @@ def beyond_the_talk(
     progress=None,
 ) -> dict:
     """Run the four experiments (see the module doc) and return their numbers; writes
-    ``em_vs_gradient.png`` into ``out_dir``. The kernel comparison runs each chain for
-    ``kernel_draws`` warmup steps and ``kernel_draws`` draws (default ``gibbs_samples // 2``),
-    on ``gibbs_points`` draws of the talk's bimodal mixture."""
+    ``em_vs_gradient.png`` and ``adversarial_fits.png`` into ``out_dir`` (when given). The
+    kernel comparison runs each chain for ``kernel_draws`` warmup steps and ``kernel_draws``
+    draws (default ``gibbs_samples // 2``), on ``gibbs_points`` draws of the talk's bimodal
+    mixture."""
     from ..inference.em import plot_em_vs_gradient
 
     em = plot_em_vs_gradient(out_dir, num_points=em_points, steps=em_steps, seed=seed)
@@ -134,6 +156,7 @@ def beyond_the_talk(
     with pyro.validation_enabled(True):
         gibbs, kernels = _kernels(gibbs_points, draws, draws, seed)
     gan = _adversarial(gan_steps, gan_particles, seed)
+    figures = [em["figure"], plot_adversarial(gan, out_dir)]
     if progress is not None:
         progress.advance(1)
     return {
@@ -141,7 +164,7 @@ def beyond_the_talk(
         "gibbs": gibbs,
         "kernels": kernels,
         "gan": gan,
-        "figures": ["em_vs_gradient.png"],
+        "figures": [f for f in figures if f],
     }
 
 
