@@ -400,6 +400,9 @@ def test_bad_input_raises_a_value_error_naming_it(call, match):
 
 def test_docstring_examples_run():
     assert doctest.testmod(mcmc_kernels).failed == 0
+    # The quadrature example: each posterior mean location is its cluster's mean (-7.2, 6.875),
+    # shrunk by the N(0, 10^2) prior by under 0.01.
+    assert doctest.testmod(kc).failed == 0
 
 
 def test_exact_values_are_consistent():
@@ -508,3 +511,21 @@ def test_gibbs_on_the_ordered_mixture_matches_quadrature():
         table = assert_within_mcse(idata, var, ref.mean[var], np.array(ref.sd[var]))
         assert table["ess_bulk"].min() > 200
     assert idata.posterior["z"].shape == (1, 600, len(x))
+
+
+def test_score_methods_reads_draws_against_the_reference():
+    # Independent draws of the reference itself: W1 is sampling noise (about 1 / sqrt(2000)
+    # reference sds), sd ratios near 1, and a fit's ESS per second is its draws per second.
+    ref = kc.mixture_quadrature(ordered_mixture_data(), [1.4, 1.4], points=48)
+    fit = ref.inference_data(2000, seed=1)
+    chain = ref.inference_data(2000, seed=2)
+    chain.attrs["sampler"] = "NUTS"  # read as a chain: bulk ESS, about 2000 for iid draws
+    rows = kc.score_methods(
+        {"fit": (fit, 4.0), "chain": (chain, 2.0)}, ref.inference_data(), ["weights", "locs"]
+    )
+    fit_row, chain_row = rows
+    assert fit_row["method"] == "fit" and fit_row["ess_per_s"] == 500.0
+    for row in rows:
+        assert row["w1_max"] < 0.1
+        assert 0.93 < row["sd_ratio_min"] <= row["sd_ratio_max"] < 1.07
+    assert 1600 / 2.0 < chain_row["ess_per_s"] < 2400 / 2.0

@@ -44,7 +44,7 @@ Example::
     >>> x = torch.tensor([-7.5, -6.1, -7.2, 6.8, 7.4, 7.1, 6.2, -8.0])
     >>> ref = mixture_quadrature(x, [1.4, 1.4], points=32)
     >>> [round(m, 1) for m in ref.mean["locs"]]
-    [-7.1, 6.8]
+    [-7.2, 6.9]
 """
 
 from __future__ import annotations
