@@ -14,7 +14,8 @@ The pipeline (each step timed and counted in the ``stages`` of the
 3. **Reverse-KL stage**: the ELBO, whose gradient has no self-normalized weights, corrects the
    Laplace approximation for skewness and curvature away from the mode, before a
    self-normalized divergence; skipped when the warm start's importance weights already have
-   an ESS fraction of ``skip_reverse_kl_ess`` or more.
+   an ESS fraction of ``skip_reverse_kl_ess`` or more (and then run after the divergence if
+   that fails, so that the guide returned with the warning is the reverse-KL fit).
 4. **The chosen divergence**, with :math:`K` particles set from the effective sample size of
    the self-normalized weights of the current guide,
    :math:`K = \lceil \mathrm{ESS}_{target} / (\mathrm{ESS}/S) \rceil` (rounded up to a power of
@@ -22,7 +23,9 @@ The pipeline (each step timed and counted in the ``stages`` of the
    f-divergences) see :math:`P` only through :math:`\mathrm{ESS}` of their :math:`K` weights.
    Both training stages use Adam with a learning rate decayed by a factor per window of steps,
    stop when the window means of the parameters move less than ``tolerance`` (posterior-sd
-   units in the whitened coordinates), and return the last window's mean (Polyak averaging).
+   units in the whitened coordinates), and return the last window's mean (Polyak averaging);
+   the off-diagonal of a full-rank guide is trained at ``lr`` over :math:`\sqrt D`
+   (:mod:`~pyrodiv.inference.approximate_stages`).
 5. **Checks**: a guide whose sd along some direction falls below ``collapse_ratio`` of the
    Laplace sd, whose mean runs more than ``runaway_sds`` Laplace sds away, or whose loss is
    not finite, is reset to the previous stage's fit with an :class:`ApproximationWarning`
@@ -30,6 +33,10 @@ The pipeline (each step timed and counted in the ``stages`` of the
 6. **Diagnostics**: the PSIS :math:`\hat k` of the fitted guide (:func:`pyrodiv.psis_khat`'s
    convention; above 0.7 a warning), and PSIS importance resampling in
    :meth:`Approximation.to_inference_data`.
+7. **Escalation** (``guide="auto"``): where that k-hat is above ``escalate_khat``, a spline
+   flow refines the Gaussian until the fit has taken ``escalate_budget`` of an estimate of
+   NUTS's time (:func:`~pyrodiv.inference.approximate_stages.nuts_seconds`), and is kept
+   unless its k-hat is worse (:func:`~pyrodiv.inference.approximate_stages.flow_stage`).
 
 Example::
 
