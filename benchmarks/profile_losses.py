@@ -418,10 +418,10 @@ def main(argv=None):
         )
     parser.add_argument(
         "--parts",
-        nargs="+",
+        nargs="*",
         default=["profile", "ablations"],
         choices=["profile", "ablations"],
-        help="parts 1 and 2 to run (part 3 runs when --compare is given)",
+        help="parts 1 and 2 to run, none for only part 3 (part 3 runs when --compare is given)",
     )
     args = parser.parse_args(argv)
     setup(0)

@@ -257,6 +257,10 @@ class DivergenceLoss(ELBO):
         Raises a ``ValueError`` naming the divergence instead of returning a NaN or infinite
         estimate, so that no optimizer step is taken with NaN gradients.
         """
+        return self._checked_estimate(model, guide, args, kwargs)[0]
+
+    def _checked_estimate(self, model, guide, args, kwargs):
+        """:meth:`estimate` and its value as a float (read once, for the finite check)."""
         self.check_target(model, args, kwargs)
         try:
             est = self._estimate(model, guide, args, kwargs)
@@ -275,14 +279,15 @@ class DivergenceLoss(ELBO):
                 "loss that needs log q at Q's draws only (ReverseKL, an FDivergence, the Renyi "
                 "bound), or an invertible flow (spline coupling, affine autoregressive)"
             ) from error
-        if not torch.isfinite(est.value):
+        value = float(est.value)
+        if not math.isfinite(value):
             raise ValueError(
-                f"{self.divergence}: the estimate is {float(est.value)}; at some particle the "
+                f"{self.divergence}: the estimate is {value}; at some particle the "
                 "density ratio p/q is beyond the floating-point range (Q is far too narrow or "
                 "misplaced for P). Start Q wider or nearer P (pyrodiv.approximate does), or "
                 "train with ReverseKL first"
             )
-        return est
+        return est, value
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         """A float estimate of the divergence (see the class docstring for the target)."""
@@ -299,11 +304,11 @@ class DivergenceLoss(ELBO):
         A NaN or infinite gradient raises a ``ValueError`` naming the parameter (its gradient
         cleared), so that the optimizer never steps to NaN parameters.
         """
-        est = self.estimate(model, guide, *args, **kwargs)
+        est, value = self._checked_estimate(model, guide, args, kwargs)
         if est.surrogate.requires_grad:
             est.surrogate.backward(retain_graph=self.retain_graph)
-            self._check_gradients(float(est.value))
-        return float(est.value)
+            self._check_gradients(value)
+        return value
 
     #: Consecutive steps with a gradient of exactly 0 after which a fit is called saturated.
     SATURATED_STEPS = 10

@@ -74,6 +74,15 @@ def _reverse_kl(loss, run):
     return estimators.f_divergence(_KL_REVERSE, run.log_p, run.log_q, run.score)
 
 
+def _kl_forward(loss, run):
+    r""":func:`~pyrodiv.divergences.estimators.kl_forward` at P's draws, its surrogate built
+    as :math:`\frac1K\sum_k (\mathrm{sg}(\log p_k) - \log q_k)`: the same value (the same
+    sum) and the same gradient :math:`-\frac1K\sum_k\nabla\log q_k`, in three tensor
+    operations instead of nine (the fixed cost of a step on a small model)."""
+    surrogate = (run.log_p.detach() - run.log_q).mean()
+    return estimators.Estimate(surrogate.detach(), surrogate)
+
+
 def _cross_entropy(loss, run):
     return estimators.cross_entropy(run.log_q)
 
@@ -155,9 +164,7 @@ class ForwardKL(TakesDraws):
     needs = frozenset({"log p", "x ~ P"})
     ESTIMATORS = ("snis", "msc")
     PLANS = {
-        "prior": Plan(
-            Order.MODEL_FIRST, lambda loss, run: estimators.kl_forward(run.log_p, run.log_q)
-        ),
+        "prior": Plan(Order.MODEL_FIRST, _kl_forward),
         "posterior": Plan(Order.GUIDE_FIRST_DETACHED, _self_normalized_kl_forward),
         "draws": Plan(Order.GIVEN_DRAWS, _cross_entropy),
     }

@@ -92,7 +92,9 @@ def replay_guide_at(guide, model_trace, args, kwargs):
             guide(*args, **kwargs)
         return poutine.unwrap(guide).get_traces()[1]
     auxiliary, covered = auxiliary_values(guide, model_trace)
-    replay_trace = model_trace.copy()
+    replay_trace = model_trace
+    if auxiliary or covered:  # replay reads the trace; a copy only to swap sites in it
+        replay_trace = model_trace.copy()
     for name in covered:  # the guide recomputes these from their auxiliary latents
         replay_trace.remove_node(name)
     for name, value in auxiliary.items():
