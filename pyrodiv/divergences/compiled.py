@@ -95,6 +95,7 @@ class Program:
         kwargs: dict,
         backend: str = "auto",
         steps: int | None = None,
+        gradient: bool = False,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"compile: backend must be one of {BACKENDS}, got {backend!r}")
@@ -114,8 +115,11 @@ class Program:
             draws = [lowered.noise() for _ in range(1 + self.STATIC_CHECKS)]
         inputs = self._inputs(draws[0], args, kwargs)
         self.graph = self._record(inputs)
-        self._check_static([self._inputs(noise, args, kwargs) for noise in draws[1:]])
-        self.backend = "jit"
+        checks = [self._inputs(noise, args, kwargs) for noise in draws[1:]]
+        self._check_static(checks)
+        self.backend, self.joint = "jit", None
+        if gradient:
+            self.joint = self._record_joint(inputs, checks[0])
         if backend == "inductor" or (backend == "auto" and self._worth_inductor(inputs, steps)):
             self._use_inductor(inputs)
 
@@ -190,6 +194,57 @@ class Program:
                         traceable=False,
                     )
 
+    # ---- the gradient in the graph --------------------------------------------------------
+
+    def _joint_function(self, *inputs):
+        """``(value, elbo, *gradients)``: the estimate and the gradient of its surrogate with
+        respect to the parameters (0 for one it does not reach)."""
+        value, surrogate, elbo = self._function(*inputs)
+        grads = torch.autograd.grad(
+            surrogate,
+            inputs[: len(self.params)],
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        return (value, elbo, *grads)
+
+    def _aten(self, function, inputs):
+        """``function`` traced to an aten graph (``make_fx``; through autograd for the joint
+        function)."""
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        self.loss.watch = None
+        try:
+            with pyro.validation_enabled(False), torch.enable_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return make_fx(function)(*inputs)
+        finally:
+            self.loss.watch = self.watch
+
+    def _record_joint(self, inputs, check):
+        r"""The forward and backward passes recorded as one graph without autograd (replayed
+        by the torch.jit interpreter, several times faster than autograd's engine on small
+        tensors), checked against the surrogate graph and ``torch.autograd.grad`` at a fresh
+        draw; ``None`` (the surrogate graph and ``backward`` are used) if that fails."""
+        try:
+            module = self._aten(self._joint_function, inputs)
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                joint = torch.jit.trace(module, inputs, check_trace=False)
+                got = joint(*check)
+        except Exception:  # noqa: BLE001 - a program autograd cannot be traced through
+            return None
+        self.aten_joint = module
+        return joint if _close(got, self._reference_joint(check), 1e-8) else None
+
+    def _reference_joint(self, inputs):
+        with torch.enable_grad():
+            value, surrogate, elbo = self.graph(*inputs)
+        grads = torch.autograd.grad(
+            surrogate, self.params, allow_unused=True, materialize_grads=True
+        )
+        return (value, elbo, *grads)
+
     # ---- inductor ------------------------------------------------------------------------
 
     def _worth_inductor(self, inputs, steps) -> bool:
@@ -198,25 +253,30 @@ class Program:
         best = math.inf
         for _ in range(3):
             began = time.perf_counter()
-            _, surrogate, _ = self.graph(*inputs)
-            if surrogate.requires_grad:
-                torch.autograd.grad(surrogate, self.params, allow_unused=True)
+            if self.joint is not None:
+                with torch.no_grad():
+                    self.joint(*inputs)
+            else:
+                self._reference_joint(inputs)
             best = min(best, time.perf_counter() - began)
         saving = 0.7 * best * (steps if steps is not None else 1000)
         return best > self.INDUCTOR_STEP and saving > self.INDUCTOR_PAYBACK
 
     def _use_inductor(self, inputs) -> None:
-        """Compile the estimate with ``torch.compile`` (inductor) from an aten graph of it
-        (``make_fx``), checked against the recorded graph; on any failure keep the latter
-        with one warning."""
-        from torch.fx.experimental.proxy_tensor import make_fx
-
-        self.loss.watch = None
+        """Compile with ``torch.compile`` (inductor) from an aten graph (``make_fx``): the
+        joint graph where there is one (run without autograd), else the estimate (autograd
+        through AOTAutograd); checked against the recorded graph. On any failure the recorded
+        graph stays, with one warning."""
         try:
-            with pyro.validation_enabled(False), torch.enable_grad():
-                module = make_fx(self._function)(*inputs)
-            compiled = torch.compile(module, dynamic=False, fullgraph=True)
-            got, want = compiled(*inputs), self.graph(*inputs)  # the first call compiles
+            if self.joint is not None:
+                compiled = torch.compile(self.aten_joint, dynamic=False, fullgraph=True)
+                with torch.no_grad():
+                    got = compiled(*inputs)  # the first call compiles
+                want = self._reference_joint(inputs)
+            else:
+                module = self._aten(self._function, inputs)
+                compiled = torch.compile(module, dynamic=False, fullgraph=True)
+                got, want = compiled(*inputs), self.graph(*inputs)
         except Exception as error:  # noqa: BLE001 - no compiler, an unsupported operation
             warnings.warn(
                 f"pyrodiv.compile: inductor could not compile {self.loss.divergence} "
@@ -225,20 +285,19 @@ class Program:
                 stacklevel=5,
             )
             return
-        finally:
-            self.loss.watch = self.watch
-        scale = max(1.0, abs(float(want[0].detach())), abs(float(want[2])))
-        for a, b in zip(got, want, strict=True):
-            a, b = float(a.detach()), float(b.detach())
-            if math.isfinite(b) and not abs(a - b) <= 1e-3 * scale:
-                warnings.warn(
-                    f"pyrodiv.compile: inductor's estimate of {self.loss.divergence} ({a:.6g}) "
-                    f"differs from the recorded graph's ({b:.6g}); it runs on the latter",
-                    UserWarning,
-                    stacklevel=5,
-                )
-                return
-        self.graph, self.backend = compiled, "inductor"
+        if not _close(got, want, 1e-3):
+            warnings.warn(
+                f"pyrodiv.compile: inductor's estimate of {self.loss.divergence} differs from "
+                "the recorded graph's; it runs on the latter",
+                UserWarning,
+                stacklevel=5,
+            )
+            return
+        if self.joint is not None:
+            self.joint = compiled
+        else:
+            self.graph = compiled
+        self.backend = "inductor"
 
     # ---- calling ---------------------------------------------------------------------------
 
@@ -252,6 +311,37 @@ class Program:
         if self.watch is not None and torch.is_grad_enabled():
             self.watch.update(float(value), float(elbo))
         return Estimate(value, surrogate)
+
+    def value_and_grads(self, args, kwargs) -> tuple[float, list[torch.Tensor]]:
+        """One training step's estimate (a float) and the gradients of its surrogate with
+        respect to :attr:`params`, from fresh draws (the joint graph where there is one)."""
+        if self.joint is None:
+            est = self(args, kwargs)
+            grads = torch.autograd.grad(
+                est.surrogate, self.params, allow_unused=True, materialize_grads=True
+            )
+            return float(est.value), list(grads)
+        store = pyro.get_param_store()
+        self.params = [store._params[name] for name in self.names]
+        inputs = self._inputs(self.lowered.noise(), args, kwargs)
+        with torch.no_grad():
+            value, elbo, *grads = self.joint(*inputs)
+        value = float(value)
+        if self.watch is not None:
+            self.watch.update(value, float(elbo))
+        return value, grads
+
+
+def _close(got, want, rtol: float) -> bool:
+    """Whether two tuples of tensors agree to ``rtol`` relative to each one's scale (at least
+    1); non-finite reference entries are not compared."""
+    for a, b in zip(got, want, strict=True):
+        a, b = a.detach(), b.detach()
+        finite = torch.isfinite(b)
+        scale = max(1.0, float(b[finite].abs().max())) if bool(finite.any()) else 1.0
+        if not bool(((a - b)[finite].abs() <= rtol * scale).all()):
+            return False
+    return True
 
 
 def _key(loss, model, guide, args, kwargs) -> tuple:
@@ -282,19 +372,22 @@ def program(
     kwargs: dict,
     backend: str = "auto",
     steps: int | None = None,
+    gradient: bool = False,
 ) -> Program:
     """The :class:`Program` of ``loss`` for these programs and arguments, recorded on first use
     and kept on the loss; raises :class:`NotLowerable` (each time) where it cannot lower.
-    ``steps``: how many steps it will run, if known (for ``backend="auto"``)."""
+    ``steps``: how many steps it will run, if known (for ``backend="auto"``); ``gradient``:
+    also record the gradient in the graph (:meth:`Program.value_and_grads`, for
+    :func:`pyrodiv.fit`)."""
     cache = loss.__dict__.setdefault("_programs", {})
     try:
-        key = (backend, *_key(loss, model, guide, args, kwargs))
+        key = (backend, gradient, *_key(loss, model, guide, args, kwargs))
         found = cache.get(key)
     except TypeError:
         raise NotLowerable("a keyword argument is neither a tensor nor hashable") from None
     if found is None:
         try:
-            found = Program(loss, model, guide, args, kwargs, backend, steps)
+            found = Program(loss, model, guide, args, kwargs, backend, steps, gradient)
         except NotLowerable as why:
             found = why
         except TypeError as error:  # unhashable keyword arguments and the like

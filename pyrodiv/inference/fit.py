@@ -9,9 +9,11 @@ benchmarks) goes through :func:`fit`, so that they share one loop. Its options a
 (:mod:`pyrodiv.divergences.compiled`: a pyrodiv loss, a static model, a Gaussian autoguide,
 vectorized particles or one) and the optimizer is elementwise (Pyro's ``Adam``, ``ClippedAdam``,
 ``AdamW``, ``SGD``, ``RMSprop``, ``Adagrad``, ``Adamax``, ``NAdam``, ``RAdam``, given a dict of
-arguments and no gradient clipping), a step is the recorded estimate, one ``backward`` and
-one step of a single optimizer over all the guide's unconstrained parameters, with no
-``SVI`` param capture and no per-parameter optimizer loop. Because the optimizers are
+arguments and no gradient clipping), a step is one call of a graph recorded with the
+gradient in it (the forward and backward passes,
+:meth:`~pyrodiv.divergences.compiled.Program.value_and_grads`) and one step of a single
+optimizer over all the guide's unconstrained parameters, with no ``SVI`` param capture, no
+autograd engine and no per-parameter optimizer loop. Because the optimizers are
 elementwise, one optimizer over every parameter takes exactly the steps of Pyro's
 per-parameter ones: the fit makes the same draws and ends at the same parameters as the
 ``SVI`` loop (to rounding). The single optimizer stands in ``optim.optim_objs`` for every
@@ -248,15 +250,18 @@ def _fast_step(model, guide, args, kwargs, loss, optim, settings: FitSettings):
     if not isinstance(loss, DivergenceLoss) or not _elementwise(optim):
         return None
     try:
-        found = program(loss, model, guide, args, kwargs, settings.backend, settings.num_steps)
+        found = program(
+            loss, model, guide, args, kwargs, settings.backend, settings.num_steps, gradient=True
+        )
     except NotLowerable:
         return None
     return _FastStep(found, loss, optim, args, kwargs)
 
 
 class _FastStep:
-    """One compiled step: the recorded estimate, ``backward``, one optimizer over every
-    parameter (standing in the Pyro optimizer's ``optim_objs`` until :meth:`close`)."""
+    """One compiled step: the estimate and its gradient from the recorded graph, one
+    optimizer over every parameter (standing in the Pyro optimizer's ``optim_objs`` until
+    :meth:`close`)."""
 
     def __init__(self, found, loss, optim, args, kwargs):
         self.program, self.loss, self.optim = found, loss, optim
@@ -278,8 +283,7 @@ class _FastStep:
         loss._params.update(zip(found.names, self.params, strict=True))
 
     def __call__(self) -> float:
-        est = self.program(self.args, self.kwargs)
-        value = float(est.value)
+        value, grads = self.program.value_and_grads(self.args, self.kwargs)
         if not math.isfinite(value):
             raise ValueError(
                 f"{self.loss.divergence}: the estimate is {value}; at some particle the density "
@@ -287,16 +291,16 @@ class _FastStep:
                 "for P). Start Q wider or nearer P (pyrodiv.approximate does), or train with "
                 "ReverseKL first"
             )
-        if est.surrogate.requires_grad:
-            est.surrogate.backward()
-            self.loss._check_gradients(value)
+        for p, grad in zip(self.params, grads, strict=True):
+            p.grad = grad
+        self.loss._check_gradients(value)
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=False)
         return value
 
     def close(self) -> None:
         """Hand the state back to Pyro's per-parameter optimizers."""
         optim, shared = self.optim, self.optimizer
+        shared.zero_grad(set_to_none=False)  # as SVI leaves them
         hyper = {k: v for k, v in shared.param_groups[0].items() if k != "params"}
         hyper["foreach"] = optim.pt_optim_args.get("foreach")
         for p in self.params:
