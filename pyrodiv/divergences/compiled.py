@@ -60,7 +60,7 @@ from .loss_base import DivergenceLoss
 from .lowering import NotLowerable, lower
 from .trace_pair import Run
 
-__all__ = ["BACKENDS", "NotLowerable", "Program", "compile", "program"]
+__all__ = ["BACKENDS", "NotLowerable", "Program", "check_finite", "compile", "program"]
 
 #: ``"jit"``: ``torch.jit.trace`` (recorded in a fraction of a second, the eager operations
 #: replayed); ``"inductor"``: ``torch.compile`` of the same function (about 10 s to compile,
@@ -450,6 +450,39 @@ def compile(loss: DivergenceLoss, backend: str = "auto") -> DivergenceLoss:  # n
         loss._params.update(zip(found.names, found.params, strict=True))
         return est
 
+    uncompiled_step = loss.loss_and_grads
+
+    def loss_and_grads(model, guide, *args, **kwargs):
+        """The estimate and its gradient from one graph (accumulated into ``.grad`` as
+        ``backward`` would), the loss's checks, and the parameters shown to ``SVI``."""
+        try:
+            found = program(loss, model, guide, args, kwargs, backend, gradient=True)
+        except NotLowerable:
+            return uncompiled_step(model, guide, *args, **kwargs)  # the fallback, noted
+        value, grads = found.value_and_grads(args, kwargs)
+        check_finite(loss, value)
+        for p, grad in zip(found.params, grads, strict=True):
+            p.grad = grad if p.grad is None else p.grad + grad
+        if _PYRO_STACK:  # under SVI's param capture: let it see the parameters
+            for name in found.names:
+                pyro.param(name)
+        loss._params.update(zip(found.names, found.params, strict=True))
+        loss._check_gradients(value)
+        return value
+
     loss._estimate = _estimate
+    loss.loss_and_grads = loss_and_grads
     loss._compiled = True
     return loss
+
+
+def check_finite(loss: DivergenceLoss, value: float) -> None:
+    """The check of :meth:`~pyrodiv.divergences.loss_base.DivergenceLoss.estimate`: a
+    ``ValueError`` naming the divergence for a NaN or infinite estimate."""
+    if not math.isfinite(value):
+        raise ValueError(
+            f"{loss.divergence}: the estimate is {value}; at some particle the density ratio "
+            "p/q is beyond the floating-point range (Q is far too narrow or misplaced for P). "
+            "Start Q wider or nearer P (pyrodiv.approximate does), or train with ReverseKL "
+            "first"
+        )

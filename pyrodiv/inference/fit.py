@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ import torch
 from pyro.optim.clipped_adam import ClippedAdam
 from tqdm.auto import tqdm
 
-from ..divergences.compiled import NotLowerable, program
+from ..divergences.compiled import NotLowerable, check_finite, program
 from ..divergences.compiled import compile as compile_loss
 from ..divergences.loss_base import DivergenceLoss
 from ..validation import check_positive_int
@@ -284,13 +283,7 @@ class _FastStep:
 
     def __call__(self) -> float:
         value, grads = self.program.value_and_grads(self.args, self.kwargs)
-        if not math.isfinite(value):
-            raise ValueError(
-                f"{self.loss.divergence}: the estimate is {value}; at some particle the density "
-                "ratio p/q is beyond the floating-point range (Q is far too narrow or misplaced "
-                "for P). Start Q wider or nearer P (pyrodiv.approximate does), or train with "
-                "ReverseKL first"
-            )
+        check_finite(self.loss, value)
         for p, grad in zip(self.params, grads, strict=True):
             p.grad = grad
         self.loss._check_gradients(value)
