@@ -12,8 +12,9 @@ A method passes on a model when its worst-variable W1 <= 0.25 and every sd ratio
 [0.8, 1.25]. The NUTS wall times are those of ``posteriordb.csv`` (one chain of 500 warmup +
 500 draws, the same machine), doubled for 1000 + 1000.
 
-Writes ``approximate.csv`` (one row per model and method), ``approximate_variables.csv`` and
-``approximate.md`` to ``--out``; ``--render`` only rewrites the report from the csv::
+Writes ``approximate.csv`` (one row per model and method), ``approximate_variables.csv``,
+``approximate.md`` and ``approximate_accuracy.png`` (worst-variable W1 against wall time per
+model, NUTS included) to ``--out``; ``--render`` only rewrites the report and figure::
 
     python benchmarks/approximate.py [--models kidiq,earnings] [--render]
 """
