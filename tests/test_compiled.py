@@ -370,3 +370,17 @@ def test_the_inductor_backend_agrees_with_the_uncompiled_loss():
     assert float(est.value) == pytest.approx(float(value), rel=1e-9)
     for name, g in zip(found.names, got, strict=True):
         assert torch.allclose(g, grads[names.index(name)], rtol=1e-7, atol=1e-9)
+
+
+def test_a_cleared_param_store_is_read_again():
+    guide = set_up(AutoNormal(posterior_model), Y)
+    loss = pyrodiv.ReverseKL(num_particles=4, vectorize_particles=True)
+    for _ in range(2):  # the second fit reuses the recorded graph with the new parameters
+        pyro.clear_param_store()
+        guide(Y)  # registers the guide's parameters again
+        with torch.no_grad():
+            pyro.get_param_store()._params["AutoNormal.locs.mu"].zero_()
+        fit(posterior_model, guide, Y, loss=loss, num_steps=30, lr=0.1, progress=False)
+        after = float(pyro.get_param_store()._params["AutoNormal.locs.mu"].detach())
+        assert after > 0.5  # moved by 30 steps of 0.1 from 0 toward the posterior mean 1.3
+    assert len(loss._programs) == 1

@@ -301,9 +301,17 @@ class Program:
 
     # ---- calling ---------------------------------------------------------------------------
 
+    def refresh(self, args, kwargs) -> list[torch.Tensor]:
+        """:attr:`params` fetched from the param store again (after ``clear_param_store``
+        the guide registers its parameters anew); returns them."""
+        store = pyro.get_param_store()._params
+        if any(name not in store for name in self.names):
+            self.lowered.param_names(args, kwargs)  # the guide registers them again
+        self.params = [store[name] for name in self.names]
+        return self.params
+
     def __call__(self, args, kwargs) -> Estimate:
-        store = pyro.get_param_store()
-        self.params = [store._params[name] for name in self.names]
+        self.refresh(args, kwargs)
         value, surrogate, elbo = self.graph(*self._inputs(self.lowered.noise(), args, kwargs))
         if _PYRO_STACK:  # under SVI's param capture: let it see the parameters
             for name in self.names:
@@ -321,8 +329,7 @@ class Program:
                 est.surrogate, self.params, allow_unused=True, materialize_grads=True
             )
             return float(est.value), list(grads)
-        store = pyro.get_param_store()
-        self.params = [store._params[name] for name in self.names]
+        self.refresh(args, kwargs)
         inputs = self._inputs(self.lowered.noise(), args, kwargs)
         with torch.no_grad():
             value, elbo, *grads = self.joint(*inputs)

@@ -265,7 +265,7 @@ class _FastStep:
     def __init__(self, found, loss, optim, args, kwargs):
         self.program, self.loss, self.optim = found, loss, optim
         self.args, self.kwargs = args, kwargs
-        self.params = list(found.params)
+        self.params = list(found.refresh(args, kwargs))
         earlier = [optim.optim_objs.get(p) for p in self.params]
         options = dict(optim.pt_optim_args)
         if "foreach" in inspect.signature(optim.pt_optim_constructor).parameters:
