@@ -194,6 +194,8 @@ def _loop(step, loss, settings: FitSettings, callback) -> FitResult:
         if callback is not None and callback(count + 1, value):
             result.stopped_early = True
             break
+        if callback is not None:
+            step.sync()  # hyperparameters the callback changed
         if (count + 1) % window:
             continue
         mean = sum(result.losses[-window:]) / window
@@ -221,6 +223,9 @@ class _SVIStep:
     def __call__(self) -> float:
         return self.svi.step(*self.args, **self.kwargs)
 
+    def sync(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -231,6 +236,8 @@ ELEMENTWISE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "SGD", "RMSprop", "A
 
 
 def _elementwise(optim) -> bool:
+    """A Pyro optimizer wrapping an elementwise torch optimizer (dict or per-parameter
+    arguments), with no gradient clipping and no state waiting to be loaded."""
     constructor = getattr(optim, "pt_optim_constructor", None)
     if not isinstance(optim, pyro.optim.PyroOptim) or constructor is None:
         return False
@@ -238,7 +245,6 @@ def _elementwise(optim) -> bool:
     known = constructor is torch_optimizer and constructor.__name__ in ELEMENTWISE
     return (
         (known or constructor is ClippedAdam)
-        and isinstance(optim.pt_optim_args, dict)
         and not optim.pt_clip_args
         and not optim._state_waiting_to_be_consumed
     )
@@ -257,29 +263,71 @@ def _fast_step(model, guide, args, kwargs, loss, optim, settings: FitSettings):
     return _FastStep(found, loss, optim, args, kwargs)
 
 
+class _Slot:
+    """What stands in ``optim.optim_objs`` for one parameter during a compiled fit: that
+    parameter's own hyperparameters (``param_groups[0]``, a view that the compiled loop reads
+    after each callback) and the optimizer's state, so that a callback setting a learning
+    rate there (as :func:`pyrodiv.approximate`'s monitor does) reaches that parameter only."""
+
+    def __init__(self, optimizer, view: dict):
+        self.optimizer, self.param_groups, self.state = optimizer, [view], optimizer.state
+
+    def step(self, *args, **kwargs):
+        raise RuntimeError("this parameter is stepped by pyrodiv.fit's compiled loop")
+
+
+def _hyper(group: dict) -> dict:
+    return {k: v for k, v in group.items() if k != "params"}
+
+
 class _FastStep:
     """One compiled step: the estimate and its gradient from the recorded graph, one
-    optimizer over every parameter (standing in the Pyro optimizer's ``optim_objs`` until
-    :meth:`close`)."""
+    optimizer over every parameter, one group per distinct set of hyperparameters (each
+    parameter's own stand in the Pyro optimizer's ``optim_objs`` until :meth:`close`)."""
 
     def __init__(self, found, loss, optim, args, kwargs):
         self.program, self.loss, self.optim = found, loss, optim
         self.args, self.kwargs = args, kwargs
         self.params = list(found.refresh(args, kwargs))
-        earlier = [optim.optim_objs.get(p) for p in self.params]
-        options = dict(optim.pt_optim_args)
-        if "foreach" in inspect.signature(optim.pt_optim_constructor).parameters:
-            options.setdefault("foreach", True)  # one kernel per update, not one per parameter
-        self.optimizer = optim.pt_optim_constructor(self.params, **options)
-        group = self.optimizer.param_groups[0]
-        for p, old in zip(self.params, earlier, strict=True):
-            if old is not None:  # a Pyro optimizer that already stepped: keep its state
-                self.optimizer.state[p] = old.state.get(p, {})
-                group.update({k: v for k, v in old.param_groups[0].items() if k != "params"})
-                group["params"] = self.params
-            optim.optim_objs[p] = self.optimizer
+        self.views = {}
+        for p in self.params:
+            old = optim.optim_objs.get(p)  # a Pyro optimizer that already stepped: its state
+            arguments = _hyper(old.param_groups[0]) if old else dict(optim._get_optim_args(p))
+            if "foreach" in inspect.signature(optim.pt_optim_constructor).parameters:
+                arguments["foreach"] = True  # one kernel per update, not one per parameter
+            self.views[p] = {
+                **_hyper(optim.pt_optim_constructor([p], **arguments).param_groups[0]),
+                "params": [p],
+            }
+        self.optimizer = optim.pt_optim_constructor(self._groups())
+        for p in self.params:
+            old = optim.optim_objs.get(p)
+            if old is not None and p in old.state:
+                self.optimizer.state[p] = old.state[p]
+            optim.optim_objs[p] = _Slot(self.optimizer, self.views[p])
             optim.grad_clip[p] = None
         loss._params.update(zip(found.names, self.params, strict=True))
+
+    def _groups(self) -> list[dict]:
+        """The parameters grouped by equal hyperparameters (their views)."""
+        groups = []
+        for p in self.params:
+            hyper = _hyper(self.views[p])
+            for group in groups:
+                if _hyper(group) == hyper:
+                    group["params"].append(p)
+                    break
+            else:
+                groups.append({**hyper, "params": [p]})
+        return groups
+
+    def sync(self) -> None:
+        """Regroup the parameters if a callback changed one's hyperparameters."""
+        for group in self.optimizer.param_groups:
+            hyper = _hyper(group)
+            if any(_hyper(self.views[p]) != hyper for p in group["params"]):
+                self.optimizer.param_groups = self._groups()
+                return
 
     def __call__(self) -> float:
         value, grads = self.program.value_and_grads(self.args, self.kwargs)
@@ -294,11 +342,11 @@ class _FastStep:
         """Hand the state back to Pyro's per-parameter optimizers."""
         optim, shared = self.optim, self.optimizer
         shared.zero_grad(set_to_none=False)  # as SVI leaves them
-        hyper = {k: v for k, v in shared.param_groups[0].items() if k != "params"}
-        hyper["foreach"] = optim.pt_optim_args.get("foreach")
         for p in self.params:
-            single = optim.pt_optim_constructor([p], **optim.pt_optim_args)
-            single.param_groups[0].update(hyper)
+            arguments = dict(optim._get_optim_args(p))
+            single = optim.pt_optim_constructor([p], **arguments)
+            single.param_groups[0].update(_hyper(self.views[p]))
+            single.param_groups[0]["foreach"] = arguments.get("foreach")
             if p in shared.state:
                 single.state[p] = shared.state[p]
             optim.optim_objs[p] = single
