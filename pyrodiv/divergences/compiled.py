@@ -12,30 +12,37 @@ static programs (a model with a Gaussian autoguide), on the pure tensor function
 
 then the loss's own estimator (the one its plan table names for the target, e.g.
 :func:`~pyrodiv.divergences.estimators.self_normalized_kl_forward` for ``ForwardKL`` on a
-posterior) on :math:`(\log p_k, \log q_k)`. The whole function of the guide's parameters, the
-noise and the data is recorded once with :func:`torch.jit.trace` and replayed: no poutine
-handler, trace or Python loop over sites runs after the first call. The noise is drawn outside
-the graph in the shapes and order of the eager guide run, so at a seed the compiled loss makes
-the same draws as the uncompiled one and gives the same value and gradient (up to rounding).
-The draws match for vectorized particles or one particle; sequential particles are not lowered.
+posterior) on :math:`(\log p_k, \log q_k)`, the whole recorded once with
+:func:`torch.jit.trace` and replayed: no poutine handler, trace or Python loop over sites runs
+after the first call. A training step (``loss_and_grads``, which ``SVI.step`` calls, and
+:func:`pyrodiv.fit`'s loop) replays a second recording, of the forward *and* backward passes as
+one graph without autograd (traced through autograd by ``make_fx``), several times faster on
+small tensors than autograd's engine. The noise is drawn outside the graph in the shapes and
+order of the eager guide run: at a seed the compiled loss makes the uncompiled one's draws and
+gives its value and gradient (to rounding), for vectorized particles or one particle.
 
-What is lowered: the prior and posterior targets of every loss whose plan runs the guide first
-(``ReverseKL``, ``ForwardKL`` on a posterior, ``JensenShannon`` on a posterior, every
-``FDivergence``, ``RenyiBound``, ``CUBO``), with ``AutoNormal``, ``AutoDiagonalNormal``,
+Lowered: the prior and posterior targets of every loss whose plan runs the guide first
+(``ReverseKL``, ``ForwardKL`` and ``JensenShannon`` on a posterior, every ``FDivergence``,
+``RenyiBound``, ``CUBO``) with ``AutoNormal``, ``AutoDiagonalNormal``,
 ``AutoMultivariateNormal``, ``AutoLowRankMultivariateNormal`` or another Gaussian
-``AutoContinuous`` (``AutoWhitenedNormal``). Everything else falls back to
-:func:`pyrodiv.divergences.jit.jit` (uncompiled for ``ForwardKL(estimator="msc")`` and for
-dynamic programs, which a recorded trace would freeze), with one
-``UserWarning`` naming why: a sample target or given draws, a plan that draws from the model, a
-non-Gaussian guide, a subsampled plate, an enumerated site, a model that does not broadcast
-over the particle plate, a dynamic program (the recorded graph disagrees with the eager
-functions at a fresh draw).
+``AutoContinuous`` (``AutoWhitenedNormal``). Everything else runs traced by
+:func:`pyrodiv.divergences.jit.jit` (uncompiled for ``ForwardKL(estimator="msc")`` and dynamic
+programs, which a recorded trace would freeze), after one ``UserWarning`` naming why: a sample
+target or given draws, a plan that draws from the model, a non-Gaussian guide, sequential
+particles, a subsampled plate, an enumerated site, a model that does not broadcast over the
+particle plate, a dynamic program (the graph disagrees with the eager functions at one of
+three fresh draws).
 
-As with :func:`~pyrodiv.divergences.jit.jit`: every ``pyro.param`` must exist at the first call
-(autoguides create theirs then); control flow that depends on values is frozen (checked at one
-fresh draw); the per-site NaN checks run at the first call only, the estimate's own check
-every call. Tensors among the positional and keyword arguments are the graph's inputs; each new
-non-tensor argument or new data shape records a new graph.
+**Backends** (:data:`BACKENDS`): the graphs are replayed by torch.jit, or compiled by
+inductor (``torch.compile`` of the same aten graph: fused C++ kernels, about 10 s to compile,
+many times faster at thousands of particles or data points). ``backend="auto"`` times a
+recorded step and uses inductor where it is slow enough (:attr:`Program.INDUCTOR_STEP`) for
+the compilation to pay back over the steps expected.
+
+As with :func:`~pyrodiv.divergences.jit.jit`, control flow that depends on values is frozen,
+and the per-site NaN checks run at the first call only (the estimate's own check runs every
+call). Tensors among the positional and keyword arguments are the graph's inputs; each new
+non-tensor argument or data shape records a new graph.
 
 Example::
 
@@ -73,8 +80,9 @@ class Program:
     r"""One lowered, recorded estimate of a loss for one model, guide and argument pattern.
 
     ``program(args, kwargs)`` draws fresh noise and returns the
-    :class:`~pyrodiv.divergences.estimators.Estimate`; :attr:`params` are the guide's
-    unconstrained parameter tensors (the param store's own), the graph's first inputs.
+    :class:`~pyrodiv.divergences.estimators.Estimate`, :meth:`value_and_grads` the value and
+    the gradients (``gradient=True``: from the joint graph); :attr:`params` are the guide's
+    unconstrained parameters (the param store's own tensors), the graphs' first inputs.
 
     :raises NotLowerable: with the reason, when the programs cannot be lowered or the
         recorded graph disagrees with the eager functions at a fresh draw.
@@ -87,15 +95,7 @@ class Program:
     INDUCTOR_PAYBACK = 20.0
 
     def __init__(
-        self,
-        loss: DivergenceLoss,
-        model,
-        guide,
-        args: tuple,
-        kwargs: dict,
-        backend: str = "auto",
-        steps: int | None = None,
-        gradient: bool = False,
+        self, loss, model, guide, args, kwargs, backend="auto", steps=None, gradient=False
     ):
         if backend not in BACKENDS:
             raise ValueError(f"compile: backend must be one of {BACKENDS}, got {backend!r}")
@@ -109,8 +109,7 @@ class Program:
         self.keywords = sorted(k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
         self.template = (list(args), dict(kwargs))
         self.watch = getattr(loss, "watch", None)
-        store = pyro.get_param_store()
-        self.params = [store._params[name] for name in self.names]
+        self.params = [pyro.get_param_store()._params[name] for name in self.names]
         with torch.random.fork_rng():  # recording leaves the draws of the first call alone
             draws = [lowered.noise() for _ in range(1 + self.STATIC_CHECKS)]
         inputs = self._inputs(draws[0], args, kwargs)

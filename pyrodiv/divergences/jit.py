@@ -8,7 +8,10 @@ the estimator) with :func:`pyro.ops.jit.trace`, as a function of the unconstrain
 and the positional arguments. Later calls replay that graph, skipping Pyro's and pyrodiv's
 Python plumbing; random draws are recorded as operations, so each call draws anew.
 
-The value and gradient are those of the loss it wraps. What a recorded graph cannot do:
+The value and gradient are those of the loss it wraps. For a static model with a Gaussian
+autoguide, :func:`pyrodiv.divergences.compiled.compile` goes further (the programs lowered to
+tensor functions, the gradient in the graph) and falls back to this for other programs.
+What a recorded graph cannot do:
 
 * control flow that depends on tensor values is frozen at the first call, so the per-site
   NaN checks of :mod:`pyrodiv.divergences.traces` do not run again (the check of the final
