@@ -68,7 +68,8 @@ class FitSettings:
     :param window: steps per window of the plateau rule and of the progress bar's mean.
     :param tolerance: the plateau rule's relative improvement.
     :param compile: ``"auto"`` (the compiled fast path where it applies, else ``SVI``),
-        ``True`` (as ``"auto"``, and the loss compiled in the ``SVI`` loop otherwise),
+        ``True`` (as ``"auto"``, and otherwise the loss compiled in place,
+        :func:`~pyrodiv.divergences.compiled.compile`, for the ``SVI`` loop),
         ``"jit"`` or ``"inductor"`` (as ``True``, with that backend of
         :func:`~pyrodiv.divergences.compiled.compile`) or ``False`` (``SVI`` with the loss as
         given); see the module docstring.
