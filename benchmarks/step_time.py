@@ -16,6 +16,14 @@ there is also a hand-written pure-torch negative ELBO (reparameterized mean-fiel
 closed-form log-densities, ``torch.optim.Adam``): the floor with no Pyro overhead. Its value
 is checked against ``Trace_ELBO`` at the same guide parameters before timing.
 
+When NumPyro is installed (the ``numpyro`` extra) every group also times NumPyro's jitted
+``Trace_ELBO`` step on the same model (:mod:`numpyro_steps`), and every loss gets a ratio to
+it; without NumPyro those rows are skipped with a printed note (``--no-numpyro`` skips them
+too). Four losses are also timed through the compiled path,
+``pyrodiv.divergences.compiled.compile`` (``(compiled)``; where it falls back, the results
+say so). A last group splits Jensen-Shannon's step on the prior target into its program
+runs.
+
 Ratios are medians of per-round paired ratios, with a distribution-free 95% interval
 (:mod:`common`). Each group also times a second, independent ``Trace_ELBO`` (an A/A control):
 its ratio, ideally 1, shows how far the load of the machine moved that group.
@@ -29,6 +37,8 @@ Writes ``benchmarks/results/step_time.md``::
 from __future__ import annotations
 
 import math
+import os
+import platform
 import warnings
 
 import numpyro_steps
@@ -355,9 +365,25 @@ def goals(results, particles) -> str:
     return markdown_table(header, rows)
 
 
+def machine() -> str:
+    """The CPU, its core count and the optional packages' versions, in one line."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            names = [line.split(":", 1)[1].strip() for line in info if "model name" in line]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    extra = numpyro_steps.versions() if numpyro_steps.available()[0] else "no NumPyro"
+    return (
+        f"Machine: {cpu}, {os.cpu_count()} cores shared with other jobs while this ran; {extra}."
+    )
+
+
 def report(check, results, particles, out, split: str = ""):
     """Print the tables and write them, with the goals, to ``out``."""
     sections = [
+        machine(),
         "One SVI step = `loss_and_grads` + Adam step, vectorized particles K, an `AutoNormal` "
         "guide (a learnable Normal on the bimodal target). Cells: median ms per step; "
         "ratio = median of per-round paired ratios [95% interval]. Each group of a table (one "
@@ -371,6 +397,9 @@ def report(check, results, particles, out, split: str = ""):
         "`block_until_ready`; its compilation is not timed. '(jit)': `pyrodiv.jit.jit`; "
         "'(compiled)': `pyrodiv.divergences.compiled.compile`.",
         check,
+        "The torch floor computes each particle's regression means by a broadcast product and "
+        "sum, as the model is written; a compiled program that records it as a matrix product "
+        "can run below it (the '(compiled)' rows at K=1024).",
     ] + notes()
     for key, problem in problems().items():
         names = list(results[key, particles[-1]])  # the largest K runs every loss
