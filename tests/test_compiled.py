@@ -390,3 +390,11 @@ def test_a_cleared_param_store_is_read_again():
         after = float(pyro.get_param_store()._params["AutoNormal.locs.mu"].detach())
         assert after > 0.5  # moved by 30 steps of 0.1 from 0 toward the posterior mean 1.3
     assert len(loss._programs) == 1
+
+
+def test_fit_with_compile_true_notes_a_program_that_does_not_lower_and_trains_it():
+    loss = pyrodiv.ReverseKL(num_particles=4, vectorize_particles=True)
+    options = {"num_steps": 20, "lr": 0.05, "progress": False, "compile": True}
+    with pytest.warns(UserWarning, match="not lowered .*not a Gaussian autoguide"):
+        result = fit(posterior_model, custom_guide, Y, loss=loss, **options)
+    assert result.num_steps == 20 and pyro.param("loc").item() > 0.5  # from 0.5 toward 1.3
