@@ -398,3 +398,17 @@ def test_fit_with_compile_true_notes_a_program_that_does_not_lower_and_trains_it
     with pytest.warns(UserWarning, match="not lowered .*not a Gaussian autoguide"):
         result = fit(posterior_model, custom_guide, Y, loss=loss, **options)
     assert result.num_steps == 20 and pyro.param("loc").item() > 0.5  # from 0.5 toward 1.3
+
+
+def test_the_inductor_backend_trains_as_the_jit_backend():
+    ends = []
+    for backend in ("jit", "inductor"):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        guide = AutoNormal(posterior_model)
+        loss = pyrodiv.JensenShannon(num_particles=8, vectorize_particles=True)
+        fit(posterior_model, guide, Y, loss=loss, num_steps=25, progress=False, compile=backend)
+        (found,) = loss._programs.values()
+        assert found.backend == backend and found.joint is not None
+        ends.append(torch.cat([v.detach().reshape(-1) for v in guide.parameters()]))
+    assert torch.allclose(ends[1], ends[0], rtol=1e-8, atol=1e-10)
