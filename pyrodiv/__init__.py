@@ -28,6 +28,7 @@ _LAZY = {
     "Wasserstein": "divergences.losses",
     "get_loss": "divergences.losses",
     "SampleTarget": "divergences.targets",
+    "compile": "divergences.compiled",
     "AdversarialFDivergence": "divergences.adversarial",
     "GAN": "divergences.adversarial",
     "LSGAN": "divergences.adversarial",
@@ -68,6 +69,7 @@ def __dir__():
 
 
 __all__ = [
+    "compile",
     "AdversarialFDivergence",
     "GAN",
     "LSGAN",
