@@ -120,7 +120,7 @@ COST = {
         "reparam": 4.1,
         "emd": 4.5,
         "mle": 2.4,
-        "beyond": 45.0,
+        "beyond": 90.0,
     },
     "quick": {
         "normal": 2.3,
@@ -131,7 +131,7 @@ COST = {
         "reparam": 1.9,
         "emd": 0.9,
         "mle": 2.5,
-        "beyond": 13.0,
+        "beyond": 47.0,
     },
 }
 
