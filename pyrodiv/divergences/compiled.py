@@ -81,7 +81,7 @@ class Program:
 
     ``program(args, kwargs)`` draws fresh noise and returns the
     :class:`~pyrodiv.divergences.estimators.Estimate`, :meth:`value_and_grads` the value and
-    the gradients (``gradient=True``: from the joint graph); :attr:`params` are the guide's
+    the gradients (``gradient=True``: from the joint graph); ``params`` are the guide's
     unconstrained parameters (the param store's own tensors), the graphs' first inputs.
 
     :raises NotLowerable: with the reason, when the programs cannot be lowered or the
@@ -301,7 +301,7 @@ class Program:
     # ---- calling ---------------------------------------------------------------------------
 
     def refresh(self, args, kwargs) -> list[torch.Tensor]:
-        """:attr:`params` fetched from the param store again (after ``clear_param_store``
+        """``params`` fetched from the param store again (after ``clear_param_store``
         the guide registers its parameters anew); returns them."""
         store = pyro.get_param_store()._params
         if any(name not in store for name in self.names):
@@ -321,7 +321,7 @@ class Program:
 
     def value_and_grads(self, args, kwargs) -> tuple[float, list[torch.Tensor]]:
         """One training step's estimate (a float) and the gradients of its surrogate with
-        respect to :attr:`params`, from fresh draws (the joint graph where there is one)."""
+        respect to ``params``, from fresh draws (the joint graph where there is one)."""
         if self.joint is None:
             est = self(args, kwargs)
             grads = torch.autograd.grad(

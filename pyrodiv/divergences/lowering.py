@@ -66,7 +66,8 @@ _NOISE_MODULES = (_normal_module, _mvn_module, _lowrank_module)
 
 
 class NotLowerable(ValueError):
-    """A program that :func:`lower` cannot turn into tensor functions; the message says why.
+    """A program that :func:`~pyrodiv.divergences.lowering.lower` cannot turn into tensor
+    functions; the message says why.
     ``traceable=False``: not even a recorded trace of the whole program would be right (its
     structure depends on the values drawn)."""
 

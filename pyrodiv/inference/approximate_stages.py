@@ -165,7 +165,7 @@ def train(
 ):
     """One training stage through :func:`pyrodiv.fit` with a :class:`_Monitor` (for a flow:
     its learning rate and no convergence stop); it stops at ``deadline`` (a
-    :func:`time.perf_counter` time) if given."""
+    ``time.perf_counter`` time) if given."""
     stage = Stage(name, particles=particles)
     params = _guide_params(guide, args, kwargs)
     before = [p.detach().clone() for p in params]

@@ -48,7 +48,7 @@ from ..divergences.compiled import compile as compile_loss
 from ..divergences.loss_base import DivergenceLoss
 from ..validation import check_positive_int
 
-#: The values of :attr:`FitSettings.compile`.
+#: The values of ``FitSettings.compile``.
 COMPILE_OPTIONS = ("auto", True, False, "jit", "inductor")
 
 
