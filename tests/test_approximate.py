@@ -341,3 +341,48 @@ def test_escalation_to_a_flow_only_where_the_gaussian_cannot_reach():
         warnings.simplefilter("ignore")
         fit = approximate(banana, divergence="reverse_kl", **{**options, "escalate_budget": 1e-6})
     assert not any(s.name.startswith("flow") for s in fit.stages)
+
+
+def quartic():
+    """p(z) proportional to exp(-z^4 / 4), lighter-tailed than any Gaussian, and w = exp(2z)."""
+    z = pyro.sample("z", dist.Normal(0.0, 10.0))
+    pyro.factor("quartic", -z.pow(4) / 4 - dist.Normal(0.0, 10.0).log_prob(z))
+    pyro.deterministic("w", torch.exp(2 * z))
+
+
+def test_the_moment_check_finds_marginals_a_good_khat_hides():
+    """Forward KL's Gaussian on the quartic posterior matches z's mean and sd (0.822 by
+    quadrature) but, as a wider-tailed proposal, has a k-hat far below 0.5: its w = exp(2z)
+    is log-normal with an sd 2.7 times the exact 5.71. The moment check sees z's sd ratio
+    within 0.1 of 1, w's above 1.5 (the sample sd of 1000 log-normal draws falls short of the
+    exact one: measured 2.07), and the warning names w; on the Gaussian posterior nothing
+    disagrees (ratios within 0.1 of 1)."""
+    grid = torch.linspace(-6.0, 6.0, 200001, dtype=torch.float64)
+    p = torch.softmax(-grid.pow(4) / 4, 0)
+    exact_sd = {}
+    for name, f in (("z", grid), ("w", torch.exp(2 * grid))):
+        mean = (p * f).sum()
+        exact_sd[name] = float((p * (f - mean).pow(2)).sum().sqrt())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = approximate(
+            quartic, divergence="forward_kl", escalate_khat=None, **{**FAST, "khat_draws": 1000}
+        )
+    loc, scale = (float(v[0]) for v in _moments(fit.guide))
+    w_sd = math.sqrt(math.expm1(4 * scale**2) * math.exp(4 * loc + 4 * scale**2))
+    check = fit.moment_check
+    assert fit.khat < 0.5
+    assert abs(scale / exact_sd["z"] - 1) < 0.1
+    assert w_sd / exact_sd["w"] > 1.6  # the Gaussian family cannot reach w's sd
+    assert check.sites["sd_ratio_max"] == "w" and check.sd_ratio_max > 1.5
+    assert check.sites["sd_ratio_min"] == "z" and abs(check.sd_ratio_min - 1) < 0.1
+    messages = [str(w.message) for w in caught if w.category is ApproximationWarning]
+    assert any("PSIS-weighted" in m and "'w'" in m for m in messages), messages
+
+    y, _, _ = _normal_normal_data()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = approximate(normal_normal, y, divergence="forward_kl", **FAST)
+    check = fit.moment_check
+    assert 0.9 < check.sd_ratio_min <= check.sd_ratio_max < 1.1
+    assert not any("PSIS-weighted" in str(w.message) for w in caught)

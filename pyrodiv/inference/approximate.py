@@ -31,9 +31,15 @@ The pipeline (each step timed and counted in the ``stages`` of the
    not finite, is reset to the previous stage's fit with an :class:`ApproximationWarning`
    (an error with ``on_failure="raise"``) naming the divergence and what to try.
 6. **Diagnostics**: the PSIS :math:`\hat k` of the fitted guide (:func:`pyrodiv.psis_khat`'s
-   convention; above 0.7 a warning), and PSIS importance resampling in
+   convention; above 0.7 a warning); where :math:`\hat k \le 0.7`, the guide's marginal
+   means and sds against their PSIS-weighted values
+   (:func:`~pyrodiv.inference.approximate_stages.moment_check`; a warning when an sd ratio
+   leaves :math:`[1/f, f]`, ``f`` = ``moment_sd_factor``, or a mean moves more than
+   ``moment_mean_shift`` weighted sds: a guide wider than the posterior has a good k-hat
+   and wrong marginals); and PSIS importance resampling in
    :meth:`Approximation.to_inference_data`.
-7. **Escalation** (``guide="auto"``): where that k-hat is above ``escalate_khat``, a spline
+7. **Escalation** (``guide="auto"``): where that k-hat is above ``escalate_khat``, or the
+   moments disagree, a spline
    flow refines the Gaussian until the fit has taken ``escalate_budget`` of an estimate of
    NUTS's time (:func:`~pyrodiv.inference.approximate_stages.nuts_seconds`), and is kept
    unless its k-hat is worse (:func:`~pyrodiv.inference.approximate_stages.flow_stage`).
@@ -253,6 +259,16 @@ def approximate(
             )
             result.messages.append(message)
             _warn(message)
+        elif _moments_disagree(result, settings):
+            message = (
+                f"{name}: the fitted guide's marginals disagree with their PSIS-weighted "
+                f"values (k-hat = {result.khat:.2f} <= 0.7, so the weights can be trusted): "
+                f"{_moments_disagree(result, settings)}. The guide's family does not reach "
+                "this posterior under this divergence: use to_inference_data(resample='psis'), "
+                "or a richer guide (guide='flow')"
+            )
+            result.messages.append(message)
+            _warn(message)
     result.seconds = time.perf_counter() - began
     return result
 
@@ -273,15 +289,24 @@ def _reverse_kl_stage(
 
 def _escalates(guide, made, result, settings) -> bool:
     """Whether ``guide="auto"`` escalates to a flow: its Gaussian fit has a k-hat above
-    ``escalate_khat`` (the Gaussian family does not reach the posterior) and a Laplace start
-    (for the time budget)."""
+    ``escalate_khat``, or marginal moments that disagree with their PSIS-weighted values
+    (either way the Gaussian family does not reach the posterior), and a Laplace start (for
+    the time budget)."""
     return (
         guide == "auto"
         and settings.escalate_khat is not None
         and isinstance(made, AutoWhitenedNormal)
         and result.laplace is not None
-        and result.khat > settings.escalate_khat
+        and (result.khat > settings.escalate_khat or bool(_moments_disagree(result, settings)))
     )
+
+
+def _moments_disagree(result, settings) -> str:
+    """The moment check's sentence (:meth:`MomentCheck.disagrees`), ``""`` when it agrees or
+    was not run."""
+    if result.moment_check is None or not settings.moment_sd_factor:
+        return ""
+    return result.moment_check.disagrees(settings.moment_sd_factor, settings.moment_mean_shift)
 
 
 def _several_modes(result, optima, num_starts, name) -> None:

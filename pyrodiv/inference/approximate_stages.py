@@ -32,15 +32,16 @@ from pyro.infer.autoguide.initialization import init_to_median
 import pyrodiv
 
 from . import arviz_adapter
-from .approximation import _FAILED, ApproximateSettings, Stage, _warn
+from .approximation import _FAILED, ApproximateSettings, MomentCheck, Stage, _warn
 from .flow_guide import AutoWhitenedFlow
-from .inference_data import guide_log_weights
+from .inference_data import _guide_draws_seeded
 from .warm_start import AutoWhitenedNormal, log_density_fn
 
 __all__ = [
     "divergence_name",
     "flow_stage",
     "khat_stage",
+    "moment_check",
     "nuts_seconds",
     "record",
     "rounds",
@@ -233,6 +234,7 @@ def flow_stage(
     record(result, stage, losses, detail, f"{divergence_name(loss)} (flow)", settings)
     if stage.status in _FAILED:
         return gaussian
+    gaussian_check = result.moment_check
     if settings.khat_draws:
         khat, elbo, se = khat_stage(result, model, flow, args, kwargs, settings, seed, "flow")
         gain = elbo - baseline[0] if baseline else math.inf
@@ -246,6 +248,7 @@ def flow_stage(
             )
             result.messages.append(message)
             _warn(message)
+            result.moment_check = gaussian_check
             return gaussian
         result.khat = khat
     result.guide = flow
@@ -254,18 +257,61 @@ def flow_stage(
 
 def khat_stage(result, model, guide, args, kwargs, settings, seed, of="") -> tuple:
     """The PSIS k-hat of ``guide`` and its ELBO with its standard error, from ``khat_draws``
-    draws, timed as a stage (``khat``, or ``khat (of)``)."""
+    draws, timed as a stage (``khat``, or ``khat (of)``); the same draws give
+    ``result.moment_check`` (:func:`moment_check`)."""
     began = time.perf_counter()
-    log_w = guide_log_weights(
-        model, guide, *args, num_samples=settings.khat_draws, seed=seed, **kwargs
+    draws, _ = _guide_draws_seeded(
+        model, guide, settings.khat_draws, seed, args, kwargs, vectorize=True
     )
-    _, khat = arviz_adapter.psis(log_w)
+    log_w = draws.log_joint - draws.log_q
+    smoothed, khat = arviz_adapter.psis(log_w)
+    result.moment_check = moment_check({**draws.latent, **draws.deterministic}, smoothed)
     finite = log_w[torch.isfinite(log_w)]
     elbo = float(finite.mean()) if finite.numel() else -math.inf
     se = float(finite.std() / math.sqrt(finite.numel())) if finite.numel() > 1 else math.inf
     name = f"khat ({of})" if of else "khat"
     result.stages.append(Stage(name, seconds=time.perf_counter() - began))
     return float(khat), elbo, se
+
+
+def moment_check(values: dict, log_weights: torch.Tensor) -> MomentCheck:
+    r"""The guide's marginal means and sds against their importance-weighted values.
+
+    For each scalar variable :math:`x` (every element of every latent and deterministic site,
+    constrained) with guide draws :math:`x_s` and self-normalized PSIS weights
+    :math:`\tilde w_s`: :math:`\hat\mu = \sum_s \tilde w_s x_s`,
+    :math:`\hat\sigma^2 = \sum_s \tilde w_s (x_s - \hat\mu)^2`, the guide's own
+    :math:`\bar x` and :math:`s_x`, the sd ratio :math:`s_x / \hat\sigma` and the mean shift
+    :math:`|\bar x - \hat\mu| / \hat\sigma`. Where :math:`\hat k \le 0.7` the weighted
+    moments estimate the posterior's, so a ratio far from 1 or a large shift says that the
+    guide's family does not reach the posterior, even though its k-hat is fine (a guide wider
+    than the posterior is a good importance proposal and a poor posterior).
+
+    Example::
+
+        >>> import torch
+        >>> x = torch.randn(4000, dtype=torch.float64)
+        >>> check = moment_check({"x": 2 * x}, -1.5 * x.pow(2))   # log p - log q at 2x
+        >>> round(check.sd_ratio_max, 1)     # q = N(0, 4) against p = N(0, 1): about 2
+        2.0
+    """
+    weights = torch.softmax(log_weights, 0)
+    worst = MomentCheck()
+    for name, value in values.items():
+        x = value.reshape(value.shape[0], -1).to(weights.dtype)
+        finite = torch.isfinite(x).all(0)
+        if not finite.any():
+            continue
+        x = x[:, finite]
+        mean = (weights[:, None] * x).sum(0)
+        sd = ((weights[:, None] * (x - mean).pow(2)).sum(0)).sqrt()
+        own_mean, own_sd = x.mean(0), x.std(0)
+        usable = sd > 0
+        ratio = own_sd[usable] / sd[usable]
+        shift = (own_mean[usable] - mean[usable]).abs() / sd[usable]
+        if ratio.numel():
+            worst = worst.merge(name, ratio, shift)
+    return worst
 
 
 def nuts_seconds(model, guide, args, kwargs, start) -> float:
