@@ -1,7 +1,9 @@
 """The demo's part beyond the talk, at its --quick settings: EM and gradient maximum likelihood
 reach the same log-likelihood, Gibbs recovers the assignments the data were drawn with, the
 kernels and divergences reach the mixture's quadrature posterior and eight schools'
-posteriordb draws, and the adversarial fits find the talk's N(-7.3, 3.2)."""
+posteriordb draws, the adversarial fits find the talk's N(-7.3, 3.2), and a spline flow trained
+with forward KL or Jensen-Shannon covers both modes of the talk's bimodal (exact KL by
+quadrature)."""
 
 import math
 
@@ -15,8 +17,9 @@ from pyrodiv.demo.runner import demo_settings
 def test_beyond_the_talk_at_quick_settings(tmp_path):
     res = beyond_the_talk(tmp_path, **demo_settings(quick=True)["beyond"])
     assert (tmp_path / "em_vs_gradient.png").exists()
-    assert res["figures"] == ["em_vs_gradient.png", "adversarial_fits.png"]
+    assert res["figures"] == ["em_vs_gradient.png", "adversarial_fits.png", "flow_fits.png"]
     assert (tmp_path / "adversarial_fits.png").exists()
+    assert (tmp_path / "flow_fits.png").exists()
     for name, r in res["em"].items():  # the same optimum, to 1e-6 per point
         gap = r["em_log_likelihood_per_point"] - r["gradient_log_likelihood_per_point"]
         assert abs(gap) < 1e-6, name
@@ -49,12 +52,24 @@ def test_beyond_the_talk_at_quick_settings(tmp_path):
         assert rows["jensen_shannon"]["w1_max"] < 0.2  # 0.11
         assert all(r["ess_per_s"] > 0 for r in rows.values())
     target = res["gan"]["target"]
-    for name in ("GAN", "WGAN"):
+    # 600 steps of 128 draws, one Adam (betas 0.5, 0.9), the mean of the last quarter of the
+    # iterates. Measured (mean, variance): GAN -7.295, 3.117; LSGAN -7.296, 3.201; f-GAN KL
+    # -7.230, 3.015; WGAN -7.351, 3.088. Tolerances: 0.3 in the mean (P's sd is 1.79) and 20%
+    # in the variance.
+    assert list(res["gan"]) == ["GAN", "LSGAN", "f-GAN KL", "WGAN", "target"]
+    for name in ("GAN", "LSGAN", "f-GAN KL", "WGAN"):
         fit = res["gan"][name]
-        assert abs(fit["loc"] - target["loc"]) < 0.5, name
-        # 600 steps: WGAN's variance within 25% (3.03 measured); the GAN's is known to
-        # shrink (1.62 measured), so only its sign of error is asserted
-        if name == "WGAN":
-            assert abs(fit["variance"] / target["variance"] - 1) < 0.25
-        else:
-            assert fit["variance"] < target["variance"]
+        assert abs(fit["loc"] - target["loc"]) < 0.3, name
+        assert abs(fit["variance"] / target["variance"] - 1) < 0.2, name
+    # The spline flow on 0.5 N(-7, 1.4) + 0.5 N(7, 1.4), 600 steps at --quick (2000 in the full
+    # run). Measured KL(P||Q): forward KL 0.028, JSD 0.027 (0.012 and 0.016 at 2000 steps);
+    # Q's mass within 2 of each mode 0.43-0.46 (P: 0.455). Reverse KL is reported, not
+    # asserted (0.15 nats at seed 0, masses 0.24 and 0.66).
+    flows = res["flows"]["fits"]
+    assert list(flows) == ["forward KL", "reverse KL", "JSD"]
+    for name, fit in flows.items():
+        assert abs(fit["mass"] - 1) < 1e-3, name  # the grid holds all of Q
+        assert fit["forward_kl"] >= 0 and fit["reverse_kl"] >= 0, name
+    for name in ("forward KL", "JSD"):
+        assert flows[name]["forward_kl"] < 0.1, name
+        assert min(flows[name]["mass_left"], flows[name]["mass_right"]) > 0.35, name
