@@ -259,10 +259,9 @@ def fit(method: str, target: str, seed: int, steps: int, particles: int = 256) -
     values, stopped = [float("nan")], None
     anneal, warm = int(ANNEAL_FRACTION * steps), int(WARM_FRACTION * steps)
     offset = 0
-    if method in WARM:  # forward KL first, then the method's own loss with a fresh optimizer
+    if method in WARM:  # forward KL first, then the method's own loss, the same optimizer
         first = pyro.infer.SVI(model, guide, optim, pyrodiv.ForwardKL(**options))
         values += [first.step() for _ in range(warm)]
-        svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 5e-3}), loss)
         steps, offset = steps - warm, warm
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -409,9 +408,11 @@ def figure(draws: dict, path: Path, seed: int) -> None:
                 ax.set_aspect("equal")
                 ax.set_xticks([])
                 ax.set_yticks([])
+                for part in (", annealed", ", after forward KL"):
+                    name = name.replace(part, "\n" + part[2:])
                 ax.set_title(name, fontsize=7)
     fig.suptitle(f"{NUM_EVAL} draws of each fitted guide, seed {seed} (x: the modes)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -512,6 +513,11 @@ def main(argv=None) -> None:
         help="keep the stored fits (the .json beside --out, else its per-fit table) and "
         "replace or add only the fits run now",
     )
+    parser.add_argument(
+        "--redraw",
+        action="store_true",
+        help="fit nothing: rewrite the Markdown and the figure from the stored fits and draws",
+    )
     parser.add_argument("--out", default=str(RESULTS / "gan_modes.md"))
     parser.add_argument("--no-docs", action="store_true", help="do not copy the figure to docs")
     args = parser.parse_args(argv)
@@ -532,6 +538,8 @@ def main(argv=None) -> None:
         out.with_suffix(".png"),
     )
     fits, shown, runs = [], {}, []
+    if args.redraw:
+        methods, targets, args.merge = [], [], True
     if args.merge:
         fits = load_fits(json_path, out)
         shown = load_draws(npz_path)
@@ -580,9 +588,10 @@ def main(argv=None) -> None:
                 )
     total = time.perf_counter() - total
     command = " ".join(["python"] + [shlex.quote(a) for a in sys.argv])
-    runs.append({"command": command, "minutes": round(total / 60, 1)})
+    if not args.redraw:
+        runs.append({"command": command, "minutes": round(total / 60, 1)})
     all_seeds = sorted({f["seed"] for f in fits})
-    figure(shown, png, 0 if 0 in all_seeds else seeds[0])
+    figure(shown, png, 0 if 0 in all_seeds else min(all_seeds))
     save_fits(json_path, fits, runs)
     save_draws(npz_path, shown)
     if not args.no_docs and not args.quick:
@@ -598,7 +607,7 @@ def main(argv=None) -> None:
     body = f"""# 2-D modes: GANs, f-GANs and flows on the ring and the grid
 
 The rows were made by these runs (the later ones with `--merge`, which keeps the stored fits
-and replaces or adds the fits it runs; every fit sums to {fit_minutes:.1f} min here):
+and replaces or adds the fits it runs; the fits sum to {fit_minutes:.1f} min here):
 
 ```bash
 {history}
@@ -627,8 +636,9 @@ is 0 or overflows, and a fit that the loss's own check finds saturated (gradient
 convolved with N(0, s^2 I_2) (instance noise), s falling geometrically from
 {NOISE_START:g} to {NOISE_END:g} over the first {ANNEAL_FRACTION:.0%} of the steps, then 0
 (the exact target); **after forward KL**, the first {WARM_FRACTION:.0%} of the steps by
-`ForwardKL`, the rest by the method's loss with a fresh Adam (lr 5e-3), the warm start that
-`pyrodiv.approximate` uses.
+`ForwardKL`, the rest by the method's loss (the same Adam and its state: a fresh Adam's
+first steps, each near lr in every parameter, threw the flow off the modes in trial runs),
+as the loss's saturation warning itself suggests ("fit ForwardKL or ReverseKL first").
 
 Metrics on {NUM_EVAL} draws of each fitted guide: a draw is *high quality* when it lies within
 {QUALITY_SD:g} sd of some mode; a mode is *covered* when at least {COVER_FRACTION:.0%} of the
