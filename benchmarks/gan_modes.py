@@ -28,7 +28,7 @@ Metrics, on 2000 draws of each fitted guide: a draw is **high quality** when it 
 
 Run::
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/gan_modes.py           # ~15 min, 3 seeds
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/gan_modes.py           # ~25 min, 3 seeds
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/gan_modes.py --quick   # ~2 min smoke run
     # only some methods and targets, merged into the stored results:
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/gan_modes.py --merge \

@@ -17,7 +17,7 @@ Each fitted :math:`Q` is read exactly, by the trapezoid rule on a grid of the re
     \mathrm{KL}(P\|Q) = \int p\,(\log p - \log q)\,dx, \qquad
     \mathrm{KL}(Q\|P) = \int q\,(\log q - \log p)\,dx,
 
-and :math:`Q`'s mass within :data:`MODE_RADIUS` of each mode (:math:`P` has 0.455 near each).
+and :math:`Q`'s mass within ``MODE_RADIUS`` (2) of each mode (:math:`P` has 0.455 near each).
 Forward KL and Jensen-Shannon are mass-covering: both modes. Reverse KL may keep one.
 
 Example::
@@ -38,7 +38,15 @@ from pyro.distributions.transforms import AffineTransform, ComposeTransformModul
 from pyro.infer.autoguide import AutoNormalizingFlow
 from torch.distributions import constraints
 
-__all__ = ["flow_fits", "plot_flow_fits", "flow_report"]
+__all__ = [
+    "bimodal",
+    "spline_flow",
+    "quadrature",
+    "log_q_on",
+    "flow_fits",
+    "plot_flow_fits",
+    "flow_report",
+]
 
 #: The talk's bimodal target: modes at -LOC and +LOC, each of variance VARIANCE.
 LOC, VARIANCE = 7.0, 1.4
@@ -46,7 +54,7 @@ LOC, VARIANCE = 7.0, 1.4
 MODE_RADIUS = 2.0
 #: The quadrature grid: [-HALF_WIDTH, HALF_WIDTH] at this many points.
 HALF_WIDTH, GRID_POINTS = 30.0, 12001
-#: The divergences trained, name -> loss class name in :mod:`pyrodiv`.
+#: The divergences trained (forward KL, reverse KL, Jensen-Shannon).
 DIVERGENCES = ("forward KL", "reverse KL", "JSD")
 
 
@@ -106,7 +114,7 @@ def log_q_on(guide, x: torch.Tensor) -> torch.Tensor:
 def quadrature(guide) -> dict:
     """Exact scores of a fitted guide against :func:`bimodal`, by the trapezoid rule:
     ``forward_kl`` KL(P||Q), ``reverse_kl`` KL(Q||P), ``mass_left``/``mass_right`` (Q's
-    mass within :data:`MODE_RADIUS` of -7 and +7) and ``mass`` (Q's mass on the grid)."""
+    mass within ``MODE_RADIUS`` (2) of -7 and +7) and ``mass`` (Q's mass on the grid)."""
     x = torch.linspace(-HALF_WIDTH, HALF_WIDTH, GRID_POINTS, dtype=torch.float64)
     log_p = bimodal(torch.float64).log_prob(x)
     log_q = log_q_on(guide, x)
