@@ -488,7 +488,7 @@ def _choose(text: str | None, known: list[str], what: str) -> list[str]:
     chosen = [name.strip() for name in text.split(";") if name.strip()]
     unknown = [name for name in chosen if name not in known]
     if unknown:
-        raise SystemExit(f"unknown {what} {unknown}; known: {', '.join(known)}")
+        raise SystemExit(f"unknown {what} {unknown}; known: {'; '.join(known)}")
     return chosen
 
 
