@@ -362,6 +362,32 @@ def test_a_bound_watch_still_sees_every_training_step():
     assert is_lowered(loss) and loss.watch.steps == 3
 
 
+@pytest.mark.parametrize("through", ["svi", "fit"])
+def test_a_bound_watch_sees_the_bound_not_the_reported_divergence(through):
+    """Pearson reports its f-divergence but is trained by its Renyi bound of order 2, which
+    its runaway watch reads (with the ELBO of the same particles). At a seed, the compiled
+    step (SVI with the compiled loss, or fit's joint graph) gives the watch exactly what the
+    uncompiled step gives it."""
+    seen = {}
+    for compiled in (False, True):
+        pyro.clear_param_store()
+        guide = set_up(AutoNormal(posterior_model), Y)
+        loss = make("pearson", num_particles=8, vectorize_particles=True)
+        if compiled and through == "svi":
+            loss = compile(loss)
+        pyro.set_rng_seed(3)
+        if through == "svi":
+            loss.loss_and_grads(posterior_model, guide, Y)
+        else:
+            optim = pyro.optim.Adam({"lr": 0.01})
+            fit(posterior_model, guide, Y, loss=loss, optim=optim, num_steps=1,
+                progress=False, compile="auto" if compiled else False)  # fmt: skip
+        seen[compiled] = (loss.watch.bound, loss.watch.elbo, loss.watch.steps)
+    assert seen[True][2] == seen[False][2] == 1
+    assert seen[True][0] == pytest.approx(seen[False][0], rel=1e-10)
+    assert seen[True][1] == pytest.approx(seen[False][1], rel=1e-10)
+
+
 def test_the_inductor_backend_agrees_with_the_uncompiled_loss():
     guide = set_up(AutoNormal(posterior_model), Y)
     kw = {"num_particles": 8, "vectorize_particles": True}

@@ -34,7 +34,7 @@ import math
 
 import torch
 
-__all__ = ["BoundRunaway", "BoundWatch", "watched"]
+__all__ = ["BoundRunaway", "BoundWatch", "WatchedValue", "watched"]
 
 
 class BoundRunaway(RuntimeError):
@@ -84,11 +84,22 @@ class BoundWatch:
             )
 
 
-def watched(watch: BoundWatch | None, estimate, run):
+class WatchedValue:
+    """Stands in for a :class:`BoundWatch` while a compiled program records its graph: it
+    keeps the watched estimate as a tensor (a graph output), where a watch would take its
+    float."""
+
+    value = None
+
+
+def watched(watch: BoundWatch | WatchedValue | None, estimate, run):
     r"""``estimate`` (a bound's :class:`~pyrodiv.divergences.estimators.Estimate`), first
     recorded by ``watch`` with the ELBO of the same particles,
     :math:`\frac1K\sum_k(\log p_k - \log q_k)`, at training steps (autograd on); ``watch``
     may be ``None``."""
+    if isinstance(watch, WatchedValue):
+        watch.value = estimate.value
+        return estimate
     if watch is not None and torch.is_grad_enabled():
         elbo = (run.log_p - run.log_q).detach().mean()
         watch.update(float(estimate.value), float(elbo))

@@ -61,13 +61,14 @@ import pyro
 import torch
 from pyro.poutine.runtime import _PYRO_STACK
 
+from .bound_watch import WatchedValue
 from .estimators import Estimate
 from .jit import _fixed_arguments, traced_estimate
 from .loss_base import DivergenceLoss
 from .lowering import NotLowerable, lower
 from .trace_pair import Run
 
-__all__ = ["BACKENDS", "NotLowerable", "Program", "check_finite", "compile", "program"]
+__all__ = ["BACKENDS", "NotLowerable", "Program", "compile", "program"]
 
 #: ``"jit"``: ``torch.jit.trace`` (recorded in a fraction of a second, the eager operations
 #: replayed); ``"inductor"``: ``torch.compile`` of the same function (about 10 s to compile,
@@ -135,8 +136,10 @@ class Program:
         )
 
     def _function(self, *inputs):
-        """The estimate as a function of the inputs: ``(value, surrogate, elbo)`` (the mean
-        log-weight, for a bound's runaway watch)."""
+        """The estimate as a function of the inputs: ``(value, surrogate, watched)``, where
+        ``watched`` holds what a bound's runaway watch is given: the bound's estimate (which
+        differs from ``value`` where the loss reports another quantity, as Pearson's
+        f-divergence does from its Renyi bound) and the mean log-weight."""
         start = len(self.params) + len(self.attributes)
         count = len(self.lowered.shapes)
         noise, data = inputs[start : start + count], iter(inputs[start + count :])
@@ -147,8 +150,15 @@ class Program:
             kwargs[k] = next(data)
         log_p, log_q = self.lowered.densities(noise, tuple(args), kwargs)
         run = Run(log_p, log_q, None, {}, {}, {})
-        est = self.estimator(self.loss, run)
-        return est.value, est.surrogate, (log_p - log_q).detach().mean()
+        previous, capture = getattr(self.loss, "watch", None), WatchedValue()
+        self.loss.watch = capture
+        try:
+            est = self.estimator(self.loss, run)
+        finally:
+            self.loss.watch = previous
+        bound = est.value if capture.value is None else capture.value
+        elbo = (log_p - log_q).detach().mean()
+        return est.value, est.surrogate, torch.stack([bound.detach().reshape(()), elbo])
 
     def _eager(self, inputs):
         loss, self.loss.watch = self.loss, None
@@ -184,8 +194,12 @@ class Program:
             with torch.no_grad():
                 recorded = self.graph(*inputs)
                 eager = self._eager(inputs)
-            for a, b in zip(recorded, eager, strict=True):
-                a, b = float(a.detach()), float(b.detach())
+            pairs = zip(
+                torch.cat([t.detach().reshape(-1) for t in recorded]).tolist(),
+                torch.cat([t.detach().reshape(-1) for t in eager]).tolist(),
+                strict=True,
+            )
+            for a, b in pairs:
                 if math.isfinite(b) and not abs(a - b) <= 1e-6 * max(1.0, abs(b)):
                     raise NotLowerable(
                         "its structure depends on the values drawn (a dynamic program): the "
@@ -196,8 +210,8 @@ class Program:
     # ---- the gradient in the graph --------------------------------------------------------
 
     def _joint_function(self, *inputs):
-        """``(value, elbo, *gradients)``: the estimate and the gradient of its surrogate with
-        respect to the parameters (0 for one it does not reach)."""
+        """``(value, watched, *gradients)``: the estimate and the gradient of its surrogate
+        with respect to the parameters (0 for one it does not reach)."""
         value, surrogate, elbo = self._function(*inputs)
         grads = torch.autograd.grad(
             surrogate,
@@ -311,12 +325,12 @@ class Program:
 
     def __call__(self, args, kwargs) -> Estimate:
         self.refresh(args, kwargs)
-        value, surrogate, elbo = self.graph(*self._inputs(self.lowered.noise(), args, kwargs))
+        value, surrogate, watched = self.graph(*self._inputs(self.lowered.noise(), args, kwargs))
         if _PYRO_STACK:  # under SVI's param capture: let it see the parameters
             for name in self.names:
                 pyro.param(name)
         if self.watch is not None and torch.is_grad_enabled():
-            self.watch.update(float(value), float(elbo))
+            self.watch.update(*watched.tolist())
         return Estimate(value, surrogate)
 
     def value_and_grads(self, args, kwargs) -> tuple[float, list[torch.Tensor]]:
@@ -331,10 +345,10 @@ class Program:
         self.refresh(args, kwargs)
         inputs = self._inputs(self.lowered.noise(), args, kwargs)
         with torch.no_grad():
-            value, elbo, *grads = self.joint(*inputs)
+            value, watched, *grads = self.joint(*inputs)
         value = float(value)
         if self.watch is not None:
-            self.watch.update(value, float(elbo))
+            self.watch.update(*watched.tolist())
         return value, grads
 
 
@@ -466,7 +480,7 @@ def compile(loss: DivergenceLoss, backend: str = "auto") -> DivergenceLoss:  # n
         except NotLowerable:
             return uncompiled_step(model, guide, *args, **kwargs)  # the fallback, noted
         value, grads = found.value_and_grads(args, kwargs)
-        check_finite(loss, value)
+        loss.check_finite(value)
         for p, grad in zip(found.params, grads, strict=True):
             p.grad = grad if p.grad is None else p.grad + grad
         if _PYRO_STACK:  # under SVI's param capture: let it see the parameters
@@ -480,15 +494,3 @@ def compile(loss: DivergenceLoss, backend: str = "auto") -> DivergenceLoss:  # n
     loss.loss_and_grads = loss_and_grads
     loss._compiled = True
     return loss
-
-
-def check_finite(loss: DivergenceLoss, value: float) -> None:
-    """The check of :meth:`~pyrodiv.divergences.loss_base.DivergenceLoss.estimate`: a
-    ``ValueError`` naming the divergence for a NaN or infinite estimate."""
-    if not math.isfinite(value):
-        raise ValueError(
-            f"{loss.divergence}: the estimate is {value}; at some particle the density ratio "
-            "p/q is beyond the floating-point range (Q is far too narrow or misplaced for P). "
-            "Start Q wider or nearer P (pyrodiv.approximate does), or train with ReverseKL "
-            "first"
-        )

@@ -280,6 +280,11 @@ class DivergenceLoss(ELBO):
                 "bound), or an invertible flow (spline coupling, affine autoregressive)"
             ) from error
         value = float(est.value)
+        self.check_finite(value)
+        return est, value
+
+    def check_finite(self, value: float) -> None:
+        """A ``ValueError`` naming the divergence for a NaN or infinite estimate."""
         if not math.isfinite(value):
             raise ValueError(
                 f"{self.divergence}: the estimate is {value}; at some particle the "
@@ -287,7 +292,6 @@ class DivergenceLoss(ELBO):
                 "misplaced for P). Start Q wider or nearer P (pyrodiv.approximate does), or "
                 "train with ReverseKL first"
             )
-        return est, value
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         """A float estimate of the divergence (see the class docstring for the target)."""

@@ -43,7 +43,7 @@ import torch
 from pyro.optim.clipped_adam import ClippedAdam
 from tqdm.auto import tqdm
 
-from ..divergences.compiled import NotLowerable, check_finite, program
+from ..divergences.compiled import NotLowerable, program
 from ..divergences.compiled import compile as compile_loss
 from ..divergences.loss_base import DivergenceLoss
 from ..validation import check_positive_int
@@ -332,7 +332,7 @@ class _FastStep:
 
     def __call__(self) -> float:
         value, grads = self.program.value_and_grads(self.args, self.kwargs)
-        check_finite(self.loss, value)
+        self.loss.check_finite(value)
         for p, grad in zip(self.params, grads, strict=True):
             p.grad = grad
         self.loss._check_gradients(value)
