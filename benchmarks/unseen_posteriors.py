@@ -31,7 +31,8 @@ draws and 1000 PSIS-resampled draws against the reference (10 chains thinned to 
 worst-variable W1 and sd ratios in reference sds, k-hat, wall time; a fit passes when its W1
 max <= 0.25 and every sd ratio is in [0.8, 1.25] (and its divergence stage did not fail).
 ``--nuts-models`` names the models whose NUTS (1 chain, 1000 warmup + 1000 draws) is run and
-timed as a baseline; ``--append`` keeps the rows of the models not run.
+timed as a baseline; ``--append`` keeps the rows of the models not run, and the NUTS rows
+of the models run without NUTS this time.
 
 Writes ``unseen_posteriors.csv``, ``unseen_posteriors_variables.csv`` and
 ``unseen_posteriors.md`` to ``--out``::
@@ -591,10 +592,15 @@ def main(args) -> None:
     if not args.render:
         version = _pyrodiv_version()
         variables, extra = [], []
-        if args.append:  # keep the other models' rows
-            variables = [t[~t["model"].isin(names)] for t in [pd.read_csv(files["variables"])]]
-            kept = pd.read_csv(files["extra"])
-            extra = kept[~kept["model"].isin(names)].to_dict("records")
+        if args.append:  # keep the other models' rows, and NUTS's where it is not rerun
+
+            def kept(table_):
+                rerun = table_["model"].isin(names)
+                old_nuts = (table_["method"] == "nuts") & ~table_["model"].isin(nuts_models)
+                return table_[~rerun | old_nuts]
+
+            variables = [kept(pd.read_csv(files["variables"]))]
+            extra = kept(pd.read_csv(files["extra"])).to_dict("records")
         _warm_up()
         for name in names:
             began = time.perf_counter()
@@ -638,7 +644,11 @@ if __name__ == "__main__":
         help="models whose NUTS (1 chain, 1000 warmup + 1000 draws) is run and timed as a "
         "baseline ('' for none; hmm_drive_0's takes over half an hour on one thread)",
     )
-    parser.add_argument("--append", action="store_true", help="keep other models' rows")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep other models' rows, and the NUTS rows of models not in --nuts-models",
+    )
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--render", action="store_true", help="only rewrite the report")
     main(parser.parse_args())

@@ -149,8 +149,8 @@ def add_demo_parser(subparsers) -> None:
     parser.add_argument(
         "--beyond",
         action="store_true",
-        help="also run the experiments beyond the talk (EM, Gibbs, GAN and WGAN; about 45 s, "
-        "13 s with --quick)",
+        help="also run the experiments beyond the talk (EM, Gibbs, MCMC kernels, GAN, LSGAN, "
+        "f-GAN, WGAN and normalizing flows; about 115 s, 60 s with --quick)",
     )
     parser.add_argument(
         "--no-progress",

@@ -92,6 +92,7 @@ QUICK = {
         "gibbs_samples": 200,
         "gan_steps": 600,
         "gan_particles": 128,
+        "flow_steps": 600,
     },
 }
 
@@ -120,7 +121,7 @@ COST = {
         "reparam": 4.1,
         "emd": 4.5,
         "mle": 2.4,
-        "beyond": 90.0,
+        "beyond": 115.0,
     },
     "quick": {
         "normal": 2.3,
@@ -131,7 +132,7 @@ COST = {
         "reparam": 1.9,
         "emd": 0.9,
         "mle": 2.5,
-        "beyond": 47.0,
+        "beyond": 57.0,
     },
 }
 
@@ -215,9 +216,9 @@ def run_demo(
 
     ``threads`` is passed to ``torch.set_num_threads`` for the run (and restored): the fits
     use tensors of a few hundred numbers, for which one thread is fastest, and extra threads
-    only contend with other work on the machine. ``beyond=True`` also runs
-    :data:`BEYOND` (EM, Gibbs and adversarial training, :mod:`pyrodiv.demo.beyond`) after the
-    talk's experiments. Returns the results dictionary.
+    only contend with other work on the machine. ``beyond=True`` also runs :data:`BEYOND`
+    (EM, Gibbs, MCMC kernels, adversarial training and flows, :mod:`pyrodiv.demo.beyond`)
+    after the talk's experiments. Returns the results dictionary.
 
     Example::
 

@@ -302,8 +302,9 @@ def _escalates(guide, made, result, settings) -> bool:
 
 
 def _moments_disagree(result, settings) -> str:
-    """The moment check's sentence (:meth:`MomentCheck.disagrees`), ``""`` when it agrees or
-    was not run."""
+    """The moment check's sentence
+    (:meth:`~pyrodiv.inference.approximation.MomentCheck.disagrees`), ``""`` when it agrees
+    or was not run."""
     if result.moment_check is None or not settings.moment_sd_factor:
         return ""
     return result.moment_check.disagrees(settings.moment_sd_factor, settings.moment_mean_shift)

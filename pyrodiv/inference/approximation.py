@@ -214,7 +214,8 @@ class Approximation:
     :param laplace: the warm start (``None`` if skipped).
     :param messages: the warnings given.
     :param moment_check: the guide's marginal moments against their PSIS-weighted values
-        (a :class:`MomentCheck`; ``None`` if k-hat was not computed).
+        (a :class:`~pyrodiv.inference.approximation.MomentCheck`; ``None`` if k-hat was
+        not computed).
     """
 
     model: object
