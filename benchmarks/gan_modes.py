@@ -33,14 +33,16 @@ Run::
     # only some methods and targets, merged into the stored results:
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/gan_modes.py --merge \
         --methods "JSD, flow; squared Hellinger, flow" --targets ring
+    # fit nothing: rewrite the report and the figure from the stored results
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/gan_modes.py --redraw
+
+The stored results, the figure and the Markdown report are written by ``gan_modes_output.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import platform
-import re
 import shlex
 import sys
 import time
@@ -290,195 +292,8 @@ def fit(method: str, target: str, seed: int, steps: int, particles: int = 256) -
     return out
 
 
-# ---- stored results ----------------------------------------------------------------------
-
-
-def load_fits(json_path: Path, md_path: Path) -> list[dict]:
-    """Every stored fit: from ``json_path`` (written by :func:`main`), else from the per-fit
-    table of an earlier ``md_path`` (the file's steps read from its text). Empty when neither
-    exists."""
-    import json
-
-    if json_path.exists():
-        return json.loads(json_path.read_text())["fits"]
-    if not md_path.exists():
-        return []
-    text = md_path.read_text()
-    gan = re.search(r"critic \(2-64-64-1, ReLU\), (\d+) SVI steps", text)
-    flow = re.search(r"identity at the start\), (\d+) SVI steps", text)
-    fits = []
-    for line in text.split("## Every fit", 1)[-1].splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) != 8 or cells[0] not in TARGETS or cells[1] not in METHODS:
-            continue
-        target, method, seed, modes, quality, counts, seconds, note = cells
-        steps = gan if method in ADVERSARIAL else flow
-        fits.append(
-            {
-                "method": method,
-                "target": target,
-                "seed": int(seed),
-                "modes": int(modes),
-                "quality": float(quality),
-                "counts": [] if counts == "none" else [int(c) for c in counts.split()],
-                "seconds": float(seconds),
-                "stopped": note or None,
-                "steps": int(steps.group(1)) if steps else None,
-            }
-        )
-    return fits
-
-
-def save_fits(json_path: Path, fits: list[dict], runs: list[dict]) -> None:
-    """Write every fit's metrics (and the runs that made them) as JSON."""
-    import json
-
-    json_path.write_text(json.dumps({"runs": runs, "fits": fits}, indent=1) + "\n")
-
-
-def load_draws(npz_path: Path) -> dict:
-    """The stored seed-0 draws, ``{(method, target): tensor (NUM_EVAL, 2)}``."""
-    import numpy as np
-
-    if not npz_path.exists():
-        return {}
-    with np.load(npz_path) as data:
-        return {tuple(k.split("|")): torch.from_numpy(data[k].astype("float32")) for k in data}
-
-
-def save_draws(npz_path: Path, draws: dict) -> None:
-    """Store the seed-0 draws (float16: the figure's resolution, a quarter of the bytes)."""
-    import numpy as np
-
-    arrays = {"|".join(key): x.numpy().astype("float16") for key, x in draws.items()}
-    np.savez_compressed(npz_path, **arrays)
-
-
-# ---- output ------------------------------------------------------------------------------
-
-
 def _ordered(methods) -> list[str]:
     return [m for m in METHODS if m in set(methods)]
-
-
-def figure(draws: dict, path: Path, seed: int) -> None:
-    """A scatter of each method's draws for one seed: per target, a row of the adversarial
-    methods (after the target's own draws), then rows of the flows from the standard start,
-    annealed and after forward KL."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    targets = [t for t in TARGETS if any(key[1] == t for key in draws)]
-    present = _ordered({m for m, _ in draws})
-    groups = [
-        [m for m in present if m in ADVERSARIAL],
-        [m for m in present if m in FLOW and m not in ANNEALED | WARM],
-        [m for m in present if m in ANNEALED],
-        [m for m in present if m in WARM],
-    ]
-    groups = [g for g in groups if g]
-    cols = 1 + max(len(g) for g in groups)
-    rows = len(targets) * len(groups)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.0 * rows), squeeze=False)
-    for t, target in enumerate(targets):
-        locs, sd = TARGETS[target]
-        lim = float(locs.abs().max()) + 1.0
-        for g, group in enumerate(groups):
-            row = t * len(groups) + g
-            panels = [(m, draws.get((m, target))) for m in group]
-            if g == 0:
-                panels = [(f"{target}: target", target_draws(locs, sd, NUM_EVAL, 7))] + panels
-            else:
-                panels = [(None, None)] + panels
-            for col in range(cols):
-                ax = axes[row, col]
-                name, x = panels[col] if col < len(panels) else (None, None)
-                if name is None:
-                    ax.axis("off")
-                    continue
-                if x is not None:
-                    ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.3, color="C0" if col else "k")
-                else:
-                    ax.text(0, 0, "no draws stored", ha="center", fontsize=7)
-                ax.scatter(locs[:, 0], locs[:, 1], s=8, marker="x", color="C3", linewidths=0.8)
-                ax.set_xlim(-lim, lim)
-                ax.set_ylim(-lim, lim)
-                ax.set_aspect("equal")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                for part in (", annealed", ", after forward KL"):
-                    name = name.replace(part, "\n" + part[2:])
-                ax.set_title(name, fontsize=7)
-    fig.suptitle(f"{NUM_EVAL} draws of each fitted guide, seed {seed} (x: the modes)", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.985))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def table(fits: list[dict]) -> str:
-    """Markdown: one row per method, per target the modes covered (mean, min-max), the mean
-    high-quality fraction (min-max), the mean seconds per fit and the seeds."""
-    head = ["method"]
-    for target, (locs, _) in TARGETS.items():
-        m = locs.shape[0]
-        head += [f"{target}: modes of {m} (mean [min, max])", f"{target}: high quality", "s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for method in _ordered({f["method"] for f in fits}):
-        cells = [method]
-        for target in TARGETS:
-            runs = [f for f in fits if f["method"] == method and f["target"] == target]
-            if not runs:
-                cells += ["not run", "", ""]
-                continue
-            modes = [r["modes"] for r in runs]
-            quality = [r["quality"] for r in runs]
-            secs = sum(r["seconds"] for r in runs) / len(runs)
-            cells += [
-                f"{sum(modes) / len(modes):.1f} [{min(modes)}, {max(modes)}]",
-                f"{sum(quality) / len(quality):.2f} [{min(quality):.2f}, {max(quality):.2f}]",
-                f"{secs:.0f}",
-            ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def per_fit_table(fits: list[dict]) -> str:
-    """Markdown: every fit, with the draws per mode (sorted, largest first)."""
-    lines = [
-        "| target | method | seed | modes | high quality | draws within 3 sd, per mode | s "
-        "| note |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in sorted(fits, key=lambda f: (f["target"], METHODS.index(f["method"]), f["seed"])):
-        counts = sorted(r["counts"], reverse=True)
-        shown = " ".join(str(c) for c in counts if c > 0) or "none"
-        lines.append(
-            f"| {r['target']} | {r['method']} | {r['seed']} | {r['modes']} | {r['quality']:.3f} "
-            f"| {shown} | {r['seconds']:.0f} | {r['stopped'] or ''} |"
-        )
-    return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    """The processor's model name (from ``/proc/cpuinfo`` where there is one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _steps_text(fits: list[dict], group: dict) -> str:
-    """The SVI steps of the fits of ``group``'s methods: one number, or one per method."""
-    steps = {f["method"]: f["steps"] for f in fits if f["method"] in group}
-    if len(set(steps.values())) <= 1:
-        return f"{next(iter(steps.values()), '-')}"
-    return ", ".join(f"{s} ({m})" for m, s in steps.items())
 
 
 def _choose(text: str | None, known: list[str], what: str) -> list[str]:
@@ -521,6 +336,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=str(RESULTS / "gan_modes.md"))
     parser.add_argument("--no-docs", action="store_true", help="do not copy the figure to docs")
     args = parser.parse_args(argv)
+    # The output imports the settings above from this module, so it is imported here, not at
+    # the top (run as a script, this file is ``__main__`` and ``gan_modes`` loads once more).
+    import gan_modes_output as output
+
     torch.set_num_threads(1)
     gan_steps = args.gan_steps or (600 if args.quick else 3000)
     flow_steps = args.flow_steps or (300 if args.quick else 800)
@@ -541,18 +360,9 @@ def main(argv=None) -> None:
     if args.redraw:
         methods, targets, args.merge = [], [], True
     if args.merge:
-        fits = load_fits(json_path, out)
-        shown = load_draws(npz_path)
-        if json_path.exists():
-            import json
-
-            runs = json.loads(json_path.read_text())["runs"]
-        elif out.exists():  # the run that made an earlier Markdown file
-            text = out.read_text()
-            made = re.search(r"total ([\d.]+) min here\):\s+```bash\s+(.*?)\n```", text)
-            if made:
-                command = made.group(2).replace("OMP_NUM_THREADS=1 nice -n 10 ", "")
-                runs = [{"command": command, "minutes": float(made.group(1))}]
+        fits = output.load_fits(json_path, out)
+        shown = output.load_draws(npz_path)
+        runs = output.load_runs(json_path, out)
     total = time.perf_counter()
     for seed in seeds:
         for target in targets:
@@ -591,69 +401,13 @@ def main(argv=None) -> None:
     if not args.redraw:
         runs.append({"command": command, "minutes": round(total / 60, 1)})
     all_seeds = sorted({f["seed"] for f in fits})
-    figure(shown, png, 0 if 0 in all_seeds else min(all_seeds))
-    save_fits(json_path, fits, runs)
-    save_draws(npz_path, shown)
+    output.figure(shown, png, 0 if 0 in all_seeds else min(all_seeds))
+    output.save_fits(json_path, fits, runs)
+    output.save_draws(npz_path, shown)
     if not args.no_docs and not args.quick:
         DOCS_STATIC.mkdir(parents=True, exist_ok=True)
         (DOCS_STATIC / png.name).write_bytes(png.read_bytes())
-    machine = (
-        f"{platform.machine()} ({cpu_model()}), Python "
-        f"{platform.python_version()}, torch {torch.__version__}, pyro {pyro.__version__}, "
-        "1 torch thread"
-    )
-    history = "\n".join(f"    {r['command']}   # {r['minutes']} min" for r in runs)
-    fit_minutes = sum(f["seconds"] for f in fits) / 60
-    body = f"""# 2-D modes: GANs, f-GANs and flows on the ring and the grid
-
-The rows were made by these runs (the later ones with `--merge`, which keeps the stored fits
-and replaces or adds the fits it runs; the fits sum to {fit_minutes:.1f} min here):
-
-```bash
-{history}
-```
-
-(each as `OMP_NUM_THREADS=1 nice -n 10 ...`; `python benchmarks/gan_modes.py` alone runs every
-row.) Every fit's numbers are in `gan_modes.json` and seed 0's draws in `gan_modes.npz`.
-
-Machine: {machine}, a shared 2-core machine (the seconds include contention).
-
-Targets: **ring**, 8 Gaussians on a circle of radius 2, sd 0.02 (Metz et al. 2017); **grid**,
-5x5 Gaussians with spacing 2 (means -4..4), sd 0.05. Seeds {all_seeds[0]}..{all_seeds[-1]}.
-Adversarial methods: an implicit generator (MLP 2-64-64-2 on N(0, I_2) noise) against an MLP
-critic (2-64-64-1, ReLU), {_steps_text(fits, ADVERSARIAL)} SVI steps of 256 particles, Adam
-(betas 0.5, 0.9) with lr 2e-3 for the critic and 1e-3 for the generator, on a `SampleTarget`
-of 20000 draws. GAN is the non-saturating form; WGAN-GP has the one-sided penalty, lambda 10.
-Flows: Pyro's `AutoNormalizingFlow` over an element-wise spline and 3 spline couplings
-(16 bins, bound 5, identity at the start), {_steps_text(fits, FLOW)} SVI steps of 256
-particles, Adam lr 5e-3, on the prior target (a `MixtureSameFamily` model), from the
-identity flow, Q = N(0, I_2). "JSD" is `JensenShannon` (each particle a pair of one draw of P
-and one of Q); "squared Hellinger" and "Pearson" are `FDivergence` on draws of Q alone. From
-that start the bounded divergences see next to no gradient: the modes (sd
-{TARGETS["ring"][1]:g} and {TARGETS["grid"][1]:g}) are so narrow that nearly every density ratio
-is 0 or overflows, and a fit that the loss's own check finds saturated (gradient exactly 0 for
-10 steps) is stopped (the note says when). Two ways past it: **annealed**, the target
-convolved with N(0, s^2 I_2) (instance noise), s falling geometrically from
-{NOISE_START:g} to {NOISE_END:g} over the first {ANNEAL_FRACTION:.0%} of the steps, then 0
-(the exact target); **after forward KL**, the first {WARM_FRACTION:.0%} of the steps by
-`ForwardKL`, the rest by the method's loss (the same Adam and its state: a fresh Adam's
-first steps, each near lr in every parameter, threw the flow off the modes in trial runs),
-as the loss's saturation warning itself suggests ("fit ForwardKL or ReverseKL first").
-
-Metrics on {NUM_EVAL} draws of each fitted guide: a draw is *high quality* when it lies within
-{QUALITY_SD:g} sd of some mode; a mode is *covered* when at least {COVER_FRACTION:.0%} of the
-draws ({math.ceil(COVER_FRACTION * NUM_EVAL)}) lie within {QUALITY_SD:g} sd of it. Each cell:
-mean over seeds [min, max]; "s": mean seconds per fit.
-
-{table(fits)}
-
-![draws per method, seed 0]({png.name})
-
-## Every fit
-
-{per_fit_table(fits)}
-"""
-    out.write_text(body)
+    out.write_text(output.report(fits, runs, png))
     print(f"wrote {out}, {png}, {json_path.name} and {npz_path.name} in {total / 60:.1f} min")
 
 
