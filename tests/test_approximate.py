@@ -386,3 +386,24 @@ def test_the_moment_check_finds_marginals_a_good_khat_hides():
     check = fit.moment_check
     assert 0.9 < check.sd_ratio_min <= check.sd_ratio_max < 1.1
     assert not any("PSIS-weighted" in str(w.message) for w in caught)
+
+
+def test_an_escalation_cut_short_by_its_budget_keeps_the_gaussian(monkeypatch):
+    """A flow stage that the time budget stops before ``flow_min_steps`` steps is dropped:
+    the guide stays the Gaussian, with its own k-hat and moment check, and the warning names
+    the setting. (NUTS's time estimate is fixed at 8 s here, so that the stage runs to a
+    deadline 4 s after the start.)"""
+    from test_flow_guide import banana
+
+    import pyrodiv.inference.approximate as approximate_module
+
+    monkeypatch.setattr(approximate_module, "nuts_seconds", lambda *a: 8.0)
+    options = {"khat_draws": 1000, "progress": False, "flow_steps": 10**6}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = approximate(banana, divergence="reverse_kl", escalate_budget=0.5,
+                          flow_min_steps=10**6, **options)  # fmt: skip
+    flow = [s for s in fit.stages if s.name == "flow (escalation)"]
+    assert flow and flow[0].status == "time budget" and flow[0].steps > 0
+    assert type(fit.guide) is AutoWhitenedNormal and fit.khat > 0.7
+    assert any("flow_min_steps" in str(w.message) for w in caught)

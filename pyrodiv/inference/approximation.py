@@ -71,6 +71,8 @@ class ApproximateSettings:
         ``escalate_budget`` times a rough estimate of NUTS's time on the posterior
         (:func:`~pyrodiv.inference.approximate_stages.nuts_seconds`), whichever comes first.
     :param escalate_budget: see ``escalate_khat``.
+    :param flow_min_steps: an escalation's flow stopped by the time budget before this many
+        steps is dropped (the Gaussian fit is kept).
     :param moment_sd_factor: the moment check (where k-hat <= 0.7) warns, and ``"auto"``
         escalates, when the guide's sd of some scalar variable is outside
         ``[1/moment_sd_factor, moment_sd_factor]`` times its PSIS-weighted sd (``None``: no
@@ -112,6 +114,7 @@ class ApproximateSettings:
     flow_lr_self_normalized: float = 0.005
     escalate_khat: float | None = 0.7
     escalate_budget: float = 0.25
+    flow_min_steps: int = 200
     moment_sd_factor: float | None = 1.25
     moment_mean_shift: float = 0.25
 
@@ -119,7 +122,7 @@ class ApproximateSettings:
         if self.on_failure not in ("warn", "raise"):
             raise ValueError(f"on_failure must be 'warn' or 'raise', got {self.on_failure!r}")
         names = ("max_steps", "window", "min_particles", "max_particles", "probe_draws")
-        for name in (*names, "flow_steps"):
+        for name in (*names, "flow_steps", "flow_min_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         rates = (
@@ -178,6 +181,12 @@ class MomentCheck:
             min(low, self.sd_ratio_min), max(high, self.sd_ratio_max),
             max(far, self.mean_shift_max), sites,
         )  # fmt: skip
+
+    @property
+    def severity(self) -> float:
+        r"""The worst disagreement as one number: the largest of :math:`|\log r|` over the sd
+        ratios :math:`r` and the mean shift (in weighted sds)."""
+        return max(math.log(self.sd_ratio_max), -math.log(self.sd_ratio_min), self.mean_shift_max)
 
     def disagrees(self, sd_factor: float, mean_shift: float) -> str:
         """A sentence naming the worst disagreement beyond ``sd_factor`` (an sd ratio outside
