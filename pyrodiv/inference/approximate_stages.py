@@ -31,6 +31,9 @@ from pyro.infer.autoguide.initialization import init_to_median
 
 import pyrodiv
 
+from ..divergences.compiled import program
+from ..divergences.loss_base import DivergenceLoss
+from ..divergences.lowering import NotLowerable
 from . import arviz_adapter
 from .approximation import _FAILED, ApproximateSettings, MomentCheck, Stage, _warn
 from .flow_guide import AutoWhitenedFlow
@@ -188,6 +191,7 @@ def train(
             progress=progress,
             desc=name,
             callback=monitor,
+            compile=_compile_option(loss, model, guide, args, kwargs, flow),
             **kwargs,
         )
         losses = result.losses
@@ -207,6 +211,20 @@ def train(
                 p.copy_(value.reshape(p.shape))
     stage.seconds = time.perf_counter() - began
     return stage, losses, monitor.detail
+
+
+def _compile_option(loss, model, guide, args, kwargs, flow) -> str | bool:
+    """``pyrodiv.fit``'s ``compile`` for a stage: the compiled path with the torch.jit
+    backend where the program lowers (never inductor: its compilation, about 10 s, pays back
+    over the full ``max_steps``, but a stage stops at convergence, often within 200 steps),
+    else the plain ``SVI`` loop (a flow guide does not lower)."""
+    if flow or not isinstance(loss, DivergenceLoss):
+        return False
+    try:
+        program(loss, model, guide, args, kwargs, "jit", gradient=True)
+    except NotLowerable:
+        return False
+    return "jit"
 
 
 def flow_stage(
