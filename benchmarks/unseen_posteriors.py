@@ -505,7 +505,9 @@ def _markdown(
         "reference (10 chains of 1000, every 2nd draw: 5000 draws); a fit *passes* when its "
         f"worst-variable W1 <= {W1_LIMIT} reference sds, every sd ratio is in [0.8, 1.25], "
         "and the divergence's own stage did not collapse, run away or fail. NUTS: 1 chain, "
-        "1000 warmup + 1000 draws, same run, where it was run. k-hat: the fit's own "
+        "1000 warmup + 1000 draws, same run, where it was run (with `--append`, the NUTS "
+        "rows of models not in `--nuts-models` are kept from the earlier run). k-hat: the "
+        "fit's own "
         "(`fit.khat`, 1000 draws).",
         "",
         "## Per divergence",
@@ -623,7 +625,7 @@ def main(args) -> None:
     command = (
         "OMP_NUM_THREADS=1 python benchmarks/unseen_posteriors.py "
         f"--posteriordb {args.posteriordb} --models {args.models} "
-        f"--nuts-models '{args.nuts_models}'"
+        f"--nuts-models '{args.nuts_models}'" + (" --append" if args.append else "")
     )
     version = "; ".join(str(v) for v in extra.get("pyrodiv", pd.Series()).dropna().unique())
     text = _markdown(summary, extra, command, source.commit(), version or "unknown")
