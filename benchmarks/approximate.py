@@ -110,6 +110,7 @@ def fit_and_resample(name: str, model, kwargs: dict, divergence: str) -> tuple[d
                 "stages": stages,
                 "warnings": " | ".join(m[:160] for m in messages),
                 "flagged": any(_flags(m) for m in messages),
+                "recommended": fit.recommended_resample or "",
                 "fit_seconds": fit.seconds if method == divergence else 0.0,
             }
         )
@@ -202,6 +203,19 @@ def _figure(summary: pd.DataFrame, results: Path, out: Path) -> None:
     )
 
 
+def _auto_passes(method: str, summary: pd.DataFrame) -> str:
+    """``"p of n"``: passes of ``to_inference_data(resample="auto")``, which is the PSIS row
+    where the fit recommends it (its moment check disagreed under a k-hat of at most 0.7)
+    and the guide's row otherwise; ``"-"`` for the PSIS rows."""
+    if method.endswith("+psis") or "recommended" not in summary:
+        return "-"
+    raw = summary[summary["method"] == method].set_index("model")
+    psis = summary[summary["method"] == f"{method}+psis"].set_index("model")
+    recommended = raw["recommended"].fillna("").eq("psis")
+    passes = [psis.loc[m, "passes"] if recommended[m] else raw.loc[m, "passes"] for m in raw.index]
+    return f"{int(sum(passes))} of {len(passes)}"
+
+
 def _misses_warned(group: pd.DataFrame) -> str:
     """``"w of m"``: of the m fits that miss, w warned that the guide misses (a PSIS row
     counts its fit's warnings)."""
@@ -238,7 +252,9 @@ def _markdown(summary: pd.DataFrame) -> str:
         "(same machine, an earlier run). Gradient evaluations: L-BFGS and Newton evaluations, a"
         " Hessian counts D, the path ELBOs count their draws, an SVI step of K particles counts"
         " K. *Misses warned*: of the fits that miss, those whose fit warned that the guide "
-        "misses (k-hat above 0.7, the moment check, a reset stage).",
+        "misses (k-hat above 0.7, the moment check, a reset stage). *resample='auto'*: the PSIS"
+        " row where the fit recommends it (its moment check disagreed under a k-hat of at most "
+        "0.7), the guide's row otherwise.",
         "",
         "![accuracy against wall time](approximate_accuracy.png)",
         "",
@@ -258,6 +274,7 @@ def _markdown(summary: pd.DataFrame) -> str:
                 num(group["time_fraction"].max(), 3),
                 f"{int(group['gradient_evaluations'].median())}",
                 _misses_warned(group),
+                _auto_passes(method, summary),
             ]
         )
     header = [
@@ -269,6 +286,7 @@ def _markdown(summary: pd.DataFrame) -> str:
         "worst fraction",
         "gradient evals (median)",
         "misses warned",
+        "passes, resample='auto'",
     ]
     lines += [table(header, rows), "", "## Per model", ""]
     rows = [

@@ -264,10 +264,12 @@ def approximate(
                 f"{name}: the fitted guide's marginals disagree with their PSIS-weighted "
                 f"values (k-hat = {result.khat:.2f} <= 0.7, so the weights can be trusted): "
                 f"{_moments_disagree(result, settings)}. The guide's family does not reach "
-                "this posterior under this divergence: use to_inference_data(resample='psis'), "
-                "or a richer guide (guide='flow')"
+                "this posterior under this divergence: use to_inference_data(resample='psis') "
+                "(resample='auto' does where this check disagrees), or a richer guide "
+                "(guide='flow')"
             )
             result.messages.append(message)
+            result.recommended_resample = "psis"
             _warn(message)
     result.seconds = time.perf_counter() - began
     return result

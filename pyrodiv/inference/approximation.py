@@ -222,6 +222,9 @@ class Approximation:
     :param khat: the PSIS k-hat of the fitted guide (NaN if not computed).
     :param laplace: the warm start (``None`` if skipped).
     :param messages: the warnings given.
+    :param recommended_resample: ``"psis"`` where k-hat is at most 0.7 and the moment check
+        disagrees (the weights are usable and the guide's marginals are not the
+        posterior's), else ``None``: what ``to_inference_data(resample="auto")`` uses.
     :param moment_check: the guide's marginal moments against their PSIS-weighted values
         (a :class:`~pyrodiv.inference.approximation.MomentCheck`; ``None`` if k-hat was
         not computed).
@@ -239,6 +242,7 @@ class Approximation:
     laplace: LaplaceStart | None = None
     messages: list = field(default_factory=list)
     moment_check: MomentCheck | None = None
+    recommended_resample: str | None = None
 
     @property
     def num_gradient_evaluations(self) -> int:
@@ -251,7 +255,11 @@ class Approximation:
         Pareto-smoothed importance weights :math:`\tilde w_s \propto p(x, z_s)/q(z_s)`, which
         corrects the guide towards the posterior when :math:`\hat k \le 0.7`. Warns when
         :math:`\hat k > 0.7` (the resampled draws are then not to be trusted either); the
-        k-hat is in ``idata.attrs["khat"]``."""
+        k-hat is in ``idata.attrs["khat"]``. ``resample="auto"`` resamples where the
+        diagnostics recommend it (:attr:`recommended_resample`), and draws from the guide
+        otherwise."""
+        if resample == "auto":
+            resample = self.recommended_resample
         if resample is None:
             return guide_to_inference_data(
                 self.model,
@@ -262,7 +270,7 @@ class Approximation:
                 **self.kwargs,
             )
         if resample != "psis":
-            raise ValueError(f"resample must be None or 'psis', got {resample!r}")
+            raise ValueError(f"resample must be None, 'psis' or 'auto', got {resample!r}")
         proposals = guide_to_inference_data(
             self.model,
             self.guide,
