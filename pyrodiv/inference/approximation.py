@@ -256,7 +256,7 @@ class Approximation:
         corrects the guide towards the posterior when :math:`\hat k \le 0.7`. Warns when
         :math:`\hat k > 0.7` (the resampled draws are then not to be trusted either); the
         k-hat is in ``idata.attrs["khat"]``. ``resample="auto"`` resamples where the
-        diagnostics recommend it (:attr:`recommended_resample`), and draws from the guide
+        diagnostics recommend it (``recommended_resample``), and draws from the guide
         otherwise."""
         if resample == "auto":
             resample = self.recommended_resample
