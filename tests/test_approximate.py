@@ -415,3 +415,13 @@ def test_an_escalation_cut_short_by_its_budget_keeps_the_gaussian(monkeypatch):
     assert flow and flow[0].status == "time budget" and flow[0].steps > 0
     assert type(fit.guide) is AutoWhitenedNormal and fit.khat > 0.7
     assert any("flow_min_steps" in str(w.message) for w in caught)
+
+
+def test_a_moment_check_with_nothing_to_compare_agrees():
+    """Sites whose draws are all non-finite are skipped; a check that compared nothing has
+    severity 0 and names no disagreement (it never blocks a flow or warns)."""
+    from pyrodiv.inference.approximate_stages import moment_check
+
+    x = torch.full((100, 2), float("inf"), dtype=torch.float64)
+    check = moment_check({"x": x}, torch.zeros(100, dtype=torch.float64))
+    assert check.severity == 0.0 and check.disagrees(1.25, 0.25) == ""

@@ -186,6 +186,8 @@ class MomentCheck:
     def severity(self) -> float:
         r"""The worst disagreement as one number: the largest of :math:`|\log r|` over the sd
         ratios :math:`r` and the mean shift (in weighted sds)."""
+        if not self.sites:  # nothing was compared
+            return 0.0
         return max(math.log(self.sd_ratio_max), -math.log(self.sd_ratio_min), self.mean_shift_max)
 
     def disagrees(self, sd_factor: float, mean_shift: float) -> str:
