@@ -38,6 +38,10 @@ from pyro.distributions.transforms import AffineTransform, ComposeTransformModul
 from pyro.infer.autoguide import AutoNormalizingFlow
 from torch.distributions import constraints
 
+from ..divergences.quadrature import divergence
+from ..divergences.quadrature import grid as quadrature_grid
+from . import common
+
 __all__ = [
     "bimodal",
     "spline_flow",
@@ -48,8 +52,8 @@ __all__ = [
     "flow_report",
 ]
 
-#: The talk's bimodal target: modes at -LOC and +LOC, each of variance VARIANCE.
-LOC, VARIANCE = 7.0, 1.4
+#: The talk's bimodal target's modes are at -LOC and +LOC.
+LOC = common.BIMODAL_MEANS[1]
 #: Q's mass within this distance of a mode counts as "near" it.
 MODE_RADIUS = 2.0
 #: The quadrature grid: [-HALF_WIDTH, HALF_WIDTH] at this many points.
@@ -66,11 +70,10 @@ class _RealMixture(dist.MixtureSameFamily):
 
 
 def bimodal(dtype=None) -> _RealMixture:
-    r""":math:`\tfrac12 N(-7, 1.4) + \tfrac12 N(7, 1.4)` in ``dtype`` (default: torch's)."""
-    dtype = dtype or torch.get_default_dtype()
-    loc = torch.tensor([-LOC, LOC], dtype=dtype)
-    scale = torch.full((2,), VARIANCE, dtype=dtype).sqrt()
-    return _RealMixture(dist.Categorical(torch.ones(2, dtype=dtype)), dist.Normal(loc, scale))
+    r""":math:`\tfrac12 N(-7, 1.4) + \tfrac12 N(7, 1.4)` in ``dtype`` (default: torch's): the
+    talk's target (:func:`pyrodiv.demo.common.bimodal`) on the real line."""
+    target = common.bimodal(dtype or torch.get_default_dtype())
+    return _RealMixture(target.mixture_distribution, target.component_distribution)
 
 
 def _model():
@@ -115,22 +118,22 @@ def quadrature(guide) -> dict:
     """Exact scores of a fitted guide against :func:`bimodal`, by the trapezoid rule:
     ``forward_kl`` KL(P||Q), ``reverse_kl`` KL(Q||P), ``mass_left``/``mass_right`` (Q's
     mass within ``MODE_RADIUS`` (2) of -7 and +7) and ``mass`` (Q's mass on the grid)."""
-    x = torch.linspace(-HALF_WIDTH, HALF_WIDTH, GRID_POINTS, dtype=torch.float64)
-    log_p = bimodal(torch.float64).log_prob(x)
-    log_q = log_q_on(guide, x)
-    p, q = log_p.exp(), log_q.exp()
-    zero = torch.zeros_like(p)
+    log_p = bimodal(torch.float64).log_prob
 
-    def near(center):
-        local = torch.linspace(center - MODE_RADIUS, center + MODE_RADIUS, 2001).double()
-        return float(torch.trapezoid(log_q_on(guide, local).exp(), local))
+    def log_q(x):
+        return log_q_on(guide, x)
 
+    def mass(lo, hi, n):
+        x, w = quadrature_grid(lo, hi, n)
+        return float((w * log_q(x).exp()).sum())
+
+    grid = {"lo": -HALF_WIDTH, "hi": HALF_WIDTH, "n": GRID_POINTS}
     return {
-        "forward_kl": float(torch.trapezoid(torch.where(p > 0, p * (log_p - log_q), zero), x)),
-        "reverse_kl": float(torch.trapezoid(torch.where(q > 0, q * (log_q - log_p), zero), x)),
-        "mass_left": near(-LOC),
-        "mass_right": near(LOC),
-        "mass": float(torch.trapezoid(q, x)),
+        "forward_kl": divergence("kl_forward", log_p, log_q, **grid),
+        "reverse_kl": divergence("kl_reverse", log_p, log_q, **grid),
+        "mass_left": mass(-LOC - MODE_RADIUS, -LOC + MODE_RADIUS, 2001),
+        "mass_right": mass(LOC - MODE_RADIUS, LOC + MODE_RADIUS, 2001),
+        "mass": mass(-HALF_WIDTH, HALF_WIDTH, GRID_POINTS),
     }
 
 
