@@ -425,3 +425,25 @@ def test_a_moment_check_with_nothing_to_compare_agrees():
     x = torch.full((100, 2), float("inf"), dtype=torch.float64)
     check = moment_check({"x": x}, torch.zeros(100, dtype=torch.float64))
     assert check.severity == 0.0 and check.disagrees(1.25, 0.25) == ""
+
+
+def test_an_escalated_flow_worse_than_the_gaussian_is_dropped_with_its_diagnostics():
+    """On the Gaussian posterior the Gaussian fit is exact (k-hat below 0; sds within 0.1 of
+    the weighted ones). A moment check forced to disagree (band [1/1.0001, 1.0001]) escalates;
+    60 flow steps at a learning rate of 0.2 leave a flow further from the posterior (k-hat
+    0.61, measured at seed 0). It is dropped, and the fit keeps the Gaussian's k-hat and moment
+    check, not the flow's."""
+    y, mean, sd = _normal_normal_data()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = approximate(
+            normal_normal, y, divergence="reverse_kl", moment_sd_factor=1.0001,
+            moment_mean_shift=0.0, escalate_budget=100.0, flow_steps=60, flow_lr=0.2,
+            khat_draws=1000, progress=False,
+        )  # fmt: skip
+    assert [s.name for s in fit.stages][-2:] == ["flow (escalation)", "khat (flow)"]
+    assert type(fit.guide) is AutoWhitenedNormal
+    dropped = [str(w.message) for w in caught if "the Gaussian fit is kept" in str(w.message)]
+    assert len(dropped) == 1
+    assert fit.khat < 0.3  # the Gaussian's, not the flow's
+    assert 0.9 < fit.moment_check.sd_ratio_min <= fit.moment_check.sd_ratio_max < 1.1
