@@ -71,7 +71,7 @@ class _RealMixture(dist.MixtureSameFamily):
 
 def bimodal(dtype=None) -> _RealMixture:
     r""":math:`\tfrac12 N(-7, 1.4) + \tfrac12 N(7, 1.4)` in ``dtype`` (default: torch's): the
-    talk's target (:func:`pyrodiv.demo.common.bimodal`) on the real line."""
+    talk's target (``pyrodiv.demo.common.bimodal``) on the real line."""
     target = common.bimodal(dtype or torch.get_default_dtype())
     return _RealMixture(target.mixture_distribution, target.component_distribution)
 
