@@ -447,3 +447,33 @@ def test_an_escalated_flow_worse_than_the_gaussian_is_dropped_with_its_diagnosti
     assert len(dropped) == 1
     assert fit.khat < 0.3  # the Gaussian's, not the flow's
     assert 0.9 < fit.moment_check.sd_ratio_min <= fit.moment_check.sd_ratio_max < 1.1
+
+
+@pytest.mark.parametrize("flow_khat, kept", [(0.86, "gaussian"), (0.75, "flow"), (0.65, "flow")])
+def test_a_flow_above_07_replaces_the_gaussian_only_when_clearly_better(
+    monkeypatch, flow_khat, kept
+):
+    """Both k-hats above 0.7 (the Gaussian's 0.88): the flow is kept only when its k-hat is
+    at least KHAT_NOISE (0.1) lower, about k-hat's own noise at 1000 draws; at or under 0.7 it
+    is kept. (Forward KL, so that the ELBO rule of reverse KL does not apply; the flow's
+    k-hat is fixed here.)"""
+    import pyrodiv.inference.approximate_stages as stages
+    from pyrodiv.inference.approximation import ApproximateSettings, Approximation
+    from pyrodiv.inference.flow_guide import AutoWhitenedFlow
+
+    y, _, _ = _normal_normal_data()
+    gaussian = AutoWhitenedNormal(normal_normal)
+    gaussian._setup_prototype(y)
+    result = Approximation(normal_normal, gaussian, (y,), {}, "forward_kl", khat=0.88)
+    monkeypatch.setattr(stages, "khat_stage", lambda *a, **k: (flow_khat, 0.0, 1.0))
+    loss = pyrodiv.ForwardKL(num_particles=8, vectorize_particles=True)
+    settings = ApproximateSettings(flow_steps=5, khat_draws=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        guide = stages.flow_stage(result, normal_normal, gaussian, (y,), {}, loss, 8, settings,
+                                  False)  # fmt: skip
+    assert stages.KHAT_NOISE == 0.1
+    if kept == "gaussian":
+        assert guide is gaussian and result.khat == 0.88
+    else:
+        assert isinstance(guide, AutoWhitenedFlow) and result.khat == flow_khat

@@ -213,6 +213,12 @@ def train(
     return stage, losses, monitor.detail
 
 
+#: How much lower a flow's k-hat must be than the Gaussian's, both above 0.7, for the flow to
+#: replace it: about the sampling noise of k-hat from 1000 draws (on gp_pois_regr a
+#: Jensen-Shannon flow with k-hat 0.86 against 0.88 had sds at 0.18 of the reference's).
+KHAT_NOISE = 0.1
+
+
 def _compile_option(loss, model, guide, args, kwargs, flow) -> str | bool:
     """``pyrodiv.fit``'s ``compile`` for a stage: the compiled path with the torch.jit
     backend where the program lowers (never inductor: its compilation, about 10 s, pays back
@@ -234,9 +240,9 @@ def flow_stage(
     """Refine the fitted whitened Gaussian with an identity-initialized spline flow
     (:class:`~pyrodiv.inference.flow_guide.AutoWhitenedFlow`) for ``flow_steps`` steps (or
     until ``deadline``). The flow replaces the Gaussian unless the stage failed, or (with
-    ``khat_draws``) its PSIS k-hat is above both 0.7 and the Gaussian's ``result.khat``; a
-    reverse-KL flow is also kept where its ELBO, reverse KL's own objective, is above the
-    Gaussian's ``baseline`` ``(elbo, standard error)`` by two standard errors (a
+    ``khat_draws``) its PSIS k-hat is above 0.7 and not :data:`KHAT_NOISE` below the
+    Gaussian's ``result.khat``; a reverse-KL flow is also kept where its ELBO, reverse KL's
+    own objective, is above the Gaussian's ``baseline`` ``(elbo, standard error)`` by two standard errors (a
     mass-covering divergence's flow is not judged by the ELBO, which rewards narrowing: on
     gp_pois_regr a Jensen-Shannon flow with a higher ELBO had an sd ratio of 0.2). The flow
     is dropped where the time budget stopped it before ``flow_min_steps`` steps (a few dozen
@@ -269,11 +275,13 @@ def flow_stage(
         gain = elbo - baseline[0] if baseline else math.inf
         noise = 2 * math.hypot(se, baseline[1]) if baseline else 0.0
         own_objective = isinstance(loss, pyrodiv.ReverseKL) and gain > noise
-        if not (khat <= max(0.7, gaussian_khat) or own_objective):
+        better = khat <= 0.7 or khat <= gaussian_khat - KHAT_NOISE
+        if not (better or own_objective):
             return _keep_gaussian(
                 result, gaussian, f"{name}: the flow stage ended with PSIS k-hat = "
-                f"{khat:.2f}, above 0.7 and the Gaussian's {gaussian_khat:.2f}, and an ELBO "
-                f"{gain:+.3g} from the Gaussian's (noise {noise:.2g}); the Gaussian fit is kept",
+                f"{khat:.2f}, above 0.7 and not {KHAT_NOISE} below the Gaussian's "
+                f"{gaussian_khat:.2f}, and an ELBO {gain:+.3g} from the Gaussian's (noise "
+                f"{noise:.2g}); the Gaussian fit is kept",
                 gaussian_check, gaussian_khat,
             )  # fmt: skip
         flow_check = result.moment_check
