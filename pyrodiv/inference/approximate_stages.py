@@ -41,6 +41,7 @@ from .inference_data import _guide_draws_seeded
 from .warm_start import AutoWhitenedNormal, log_density_fn
 
 __all__ = [
+    "KHAT_NOISE",
     "divergence_name",
     "flow_stage",
     "khat_stage",
@@ -242,9 +243,10 @@ def flow_stage(
     until ``deadline``). The flow replaces the Gaussian unless the stage failed, or (with
     ``khat_draws``) its PSIS k-hat is above 0.7 and not :data:`KHAT_NOISE` below the
     Gaussian's ``result.khat``; a reverse-KL flow is also kept where its ELBO, reverse KL's
-    own objective, is above the Gaussian's ``baseline`` ``(elbo, standard error)`` by two standard errors (a
-    mass-covering divergence's flow is not judged by the ELBO, which rewards narrowing: on
-    gp_pois_regr a Jensen-Shannon flow with a higher ELBO had an sd ratio of 0.2). The flow
+    own objective, is above the Gaussian's ``baseline`` ``(elbo, standard error)`` by two
+    standard errors (a mass-covering divergence's flow is not judged by the ELBO, which
+    rewards narrowing: on gp_pois_regr a Jensen-Shannon flow with a higher ELBO had an sd
+    ratio of 0.2). The flow
     is dropped where the time budget stopped it before ``flow_min_steps`` steps (a few dozen
     steps of a flow can undo the Gaussian's fit: reverse KL's, 46 steps on eight schools, sd
     ratio 0.69 to 0.45), and, in an escalation, where both k-hats are at most 0.7 and the
