@@ -17,6 +17,7 @@ from pyro.infer.autoguide import (
 )
 
 from pyrodiv import arviz_adapter
+from pyrodiv.inference import inference_data
 from pyrodiv.inference.inference_data import (
     guide_log_weights,
     guide_to_inference_data,
@@ -314,6 +315,22 @@ def test_samples_to_inference_data_vectorized_equals_sequential():
         torch.testing.assert_close(a, arviz_adapter.get_draws(slow, name, group))
     assert arviz_adapter.get_draws(fast, "y", "log_likelihood").shape == (3, 20, len(y))
     torch.testing.assert_close(arviz_adapter.get_draws(fast, "beta"), beta)
+
+
+def test_draws_in_chunks_equal_draws_at_once(monkeypatch):
+    # 60 draws of 3 + 20 pointwise log-likelihoods (+ 20 means) in chunks of 7 draws: the same
+    # groups as one run of all 60, and the exact log evidence for the exact guide.
+    X, y = regression_data()
+    beta = torch.randn(3, 20, 3, generator=torch.Generator().manual_seed(5))
+    whole = samples_to_inference_data(regression_model, {"beta": beta}, X, y)
+    monkeypatch.setattr(inference_data, "CHUNK_ELEMENTS", 7 * (3 + 2 * len(y)))
+    chunked = samples_to_inference_data(regression_model, {"beta": beta}, X, y)
+    for group, name in [("posterior", "beta"), ("log_likelihood", "y"), ("sample_stats", "lp")]:
+        a = arviz_adapter.get_draws(chunked, name, group)
+        torch.testing.assert_close(a, arviz_adapter.get_draws(whole, name, group))
+    y = normal_data()
+    lw = guide_log_weights(normal_model, normal_exact_guide, y, num_samples=50)
+    torch.testing.assert_close(lw, normal_log_evidence(y).expand(50), rtol=0, atol=1e-10)
 
 
 def test_guide_vectorized_equals_sequential_in_distribution():

@@ -105,15 +105,23 @@ def _per_draw(value, shape: torch.Size, num_draws: int) -> torch.Tensor:
     return value.expand((num_draws,) + tuple(shape)).contiguous()
 
 
+#: Numbers per draw (site values and pointwise observed log-densities) times draws that are
+#: evaluated at once: more draws run in chunks, so that S draws of a model with N
+#: observations need memory for about this many numbers at a time, not for S * N.
+CHUNK_ELEMENTS = 2**24
+
+
 def _evaluate(model, guide, num_draws, args, kwargs, vectorize, order, draws=None):
     """Run ``num_draws`` draws through the runner (guide-first, or at the given draws in
-    order) and collect the per-draw groups."""
-    runner = Runner(num_draws, vectorize)
-    rows = torch.arange(num_draws) if draws is not None else None
+    order), in chunks of at most :data:`CHUNK_ELEMENTS` numbers, and collect the per-draw
+    groups."""
     with poutine.block(), torch.no_grad():
-        options = dict(draws=draws, rows=rows, keep_traces=True)
+        options = dict(keep_traces=True)
         try:
-            proto = Runner(1)(model, guide, args, kwargs, order, pin=True, **options)
+            first = None if draws is None else {k: v[:1] for k, v in draws.items()}
+            rows = None if draws is None else torch.arange(1)
+            proto = Runner(1)(model, guide, args, kwargs, order, pin=True, draws=first,
+                              rows=rows, **options)  # fmt: skip
         except ValueError as error:
             if "has no sample sites" not in str(error):
                 raise
@@ -123,10 +131,33 @@ def _evaluate(model, guide, num_draws, args, kwargs, vectorize, order, draws=Non
             raise ValueError(
                 "model has no latent sample sites: there is nothing for the guide to approximate"
             )
-        run = runner(model, guide, args, kwargs, order, pin=proto.subsamples, **options)
+        shapes = [sites.value_shape[n] for n in sites.latent + sites.deterministic]
+        shapes += [sites.log_prob_shape[n] for n in sites.observed]
+        per_draw = max(1, sum(math.prod(shape) for shape in shapes))
+        size = max(1, min(num_draws, CHUNK_ELEMENTS // per_draw))
+        parts, log_p, log_q = [], [], []
+        for start in range(0, num_draws, size):
+            count = min(size, num_draws - start)
+            chunk = (
+                None if draws is None else {k: v[start : start + count] for k, v in draws.items()}
+            )
+            rows = None if draws is None else torch.arange(count)
+            run = Runner(count, vectorize)(model, guide, args, kwargs, order, pin=proto.subsamples,
+                                           draws=chunk, rows=rows, **options)  # fmt: skip
+            parts.extend(_run_groups(run, sites, count))
+            log_p.append(run.log_p.detach())
+            log_q.append(None if run.log_q is None else run.log_q.detach())
+    groups = [{k: torch.cat([p[i][k] for p in parts]) for k in parts[0][i]} for i in range(3)]
+    log_q = None if log_q[0] is None else torch.cat(log_q)
+    return _Draws(*groups, log_joint=torch.cat(log_p), log_q=log_q), sites
+
+
+def _run_groups(run, sites: _Sites, count: int) -> list[tuple]:
+    """``(latent, deterministic, log_likelihood)`` values per trace of a run of ``count``
+    draws (one trace when vectorized, else one per draw)."""
     parts = []
     for model_trace, _ in run.traces:
-        n = num_draws if len(run.traces) == 1 else 1
+        n = count if len(run.traces) == 1 else 1
 
         def values(names, key="value", shapes=sites.value_shape, trace=model_trace, n=n):
             return {k: _per_draw(trace.nodes[k][key].detach(), shapes[k], n) for k in names}
@@ -138,9 +169,7 @@ def _evaluate(model, guide, num_draws, args, kwargs, vectorize, order, draws=Non
                 values(sites.observed, "unscaled_log_prob", sites.log_prob_shape),
             )
         )
-    groups = [{k: torch.cat([p[i][k] for p in parts]) for k in parts[0][i]} for i in range(3)]
-    log_q = None if run.log_q is None else run.log_q.detach()
-    return _Draws(*groups, log_joint=run.log_p.detach(), log_q=log_q), sites
+    return parts
 
 
 def _model_draws(model, samples: dict, args, kwargs, vectorize: bool) -> tuple[_Draws, _Sites]:
