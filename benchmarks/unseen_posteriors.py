@@ -1,25 +1,10 @@
 r"""Held-out accuracy of :func:`pyrodiv.approximate` on posteriordb posteriors outside the zoo.
 
 The zoo's twelve posteriors (``../shared/posteriordb``) are the ones the pipeline was tuned on.
-This script checks it on other posteriordb posteriors with gold-standard reference draws,
-whose Pyro models are written here from their Stan programs with the zoo's conventions
-(:mod:`pyrodiv.zoo.models`: particle batch dimensions on the left, constrained parameters
-through the supports of their distributions, Stan's flat priors as ``Normal(0, 1000)`` /
-``HalfNormal(1000)``):
-
-=====================  ==================================  ==============================
-short name             posteriordb posterior               what it tests
-=====================  ==================================  ==============================
-arma11                 arma-arma11                         a recursion (MA errors), 4-D
-gp_regr                gp_pois_regr-gp_regr                GP marginal likelihood, 3-D
-hmm_example            hmm_example-hmm_example             HMM forward algorithm, simplex
-                                                           and positive-ordered sites, 4-D
-logmesquite            mesquite-logmesquite                regression, collinear logs, 8-D
-hmm_drive_0            bball_drive_event_0-hmm_drive_0     HMM, exponential emissions, 6-D
-earn_height            earnings-earn_height                regression in dollars: posterior
-                                                           sds 10^2 to 10^4, 3-D
-logearn_interaction    earnings-logearn_interaction        uncentred interaction, 5-D
-=====================  ==================================  ==============================
+This script checks it on other posteriordb posteriors with gold-standard reference draws
+(fourteen; none of them in the zoo), whose Pyro models are written from their Stan programs in
+``benchmarks/unseen_models.py`` (its docstring lists them, what each tests, and how Stan's flat
+priors are replaced by wide proper ones).
 
 Data and reference draws are read at run time from a posteriordb source tree given by
 ``--posteriordb``: a checkout of ``stan-dev/posteriordb`` or its bare git directory (files are
@@ -32,7 +17,9 @@ worst-variable W1 and sd ratios in reference sds, k-hat, wall time; a fit passes
 max <= 0.25 and every sd ratio is in [0.8, 1.25] (and its divergence stage did not fail).
 ``--nuts-models`` names the models whose NUTS (1 chain, 1000 warmup + 1000 draws) is run and
 timed as a baseline; ``--append`` keeps the rows of the models not run, and the NUTS rows
-of the models run without NUTS this time.
+of the models run without NUTS this time. The report's *Regenerate* line names every model in
+the results and every model with a NUTS row (the command that rebuilds the whole file at
+once); the command of the last run, if it differs, is given after it.
 
 Writes ``unseen_posteriors.csv``, ``unseen_posteriors_variables.csv`` and
 ``unseen_posteriors.md`` to ``--out``::
@@ -52,13 +39,9 @@ import os
 import subprocess
 import time
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import pyro
-import pyro.distributions as dist
 import torch
 from approximate import (
     DIVERGENCES,
@@ -68,14 +51,12 @@ from approximate import (
     fit_and_resample,
     nuts_reference,
 )
-from pyro.distributions import constraints
-from pyro.distributions.torch_distribution import TorchDistribution
+from unseen_models import DEFAULT_MODELS, NUTS_MODELS, UNSEEN, Unseen
 
 import pyrodiv
 from pyrodiv.inference.inference_data import samples_to_inference_data
 from pyrodiv.inference.output import num, table
 from pyrodiv.zoo.comparison import REFERENCE_DRAWS_PER_CHAIN
-from pyrodiv.zoo.models import FLAT_SCALE
 from pyrodiv.zoo.posteriordb import group_draws
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -84,177 +65,6 @@ OUT = Path(__file__).resolve().parent / "results"
 BESIDE = Path(__file__).resolve().parents[2] / "posteriordb"
 MIRROR = os.environ.get("POSTERIORDB_REPO", str(BESIDE))
 DB = "posterior_database"
-
-
-def _c(value: float, like: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
-
-
-# ---- models ---------------------------------------------------------------------------------
-
-
-def arma11(y: torch.Tensor):
-    r"""ARMA(1, 1) (posteriordb ``arma-arma11``).
-
-    .. math::
-
-        \mu \sim \mathcal N(0, 10), \quad \phi, \theta \sim \mathcal N(0, 2), \quad
-        \sigma \sim \text{HalfCauchy}(2.5), \\
-        \nu_1 = \mu + \phi\mu, \quad \nu_t = \mu + \phi y_{t-1} + \theta\varepsilon_{t-1},
-        \quad \varepsilon_t = y_t - \nu_t, \quad \varepsilon_t \sim \mathcal N(0, \sigma).
-
-    The map :math:`y \mapsto \varepsilon` is triangular with unit diagonal, so Stan's
-    ``err ~ normal(0, sigma)`` is the observed site ``y ~ N(nu, sigma)``. The recursion runs
-    over time with the parameters' batch shape (a scalar latent is ``(P, 1)`` under particles).
-    """
-    mu = pyro.sample("mu", dist.Normal(_c(0.0, y), _c(10.0, y)))
-    phi = pyro.sample("phi", dist.Normal(_c(0.0, y), _c(2.0, y)))
-    theta = pyro.sample("theta", dist.Normal(_c(0.0, y), _c(2.0, y)))
-    sigma = pyro.sample("sigma", dist.HalfCauchy(_c(2.5, y)))
-    c = y[1:] - mu - phi * y[:-1]  # err_t + theta err_{t-1}, t = 2..T
-    err = [y[:1] - mu - phi * mu]
-    for t in range(c.shape[-1]):
-        err.append(c[..., t : t + 1] - theta * err[-1])
-    nu = y - torch.cat(err, -1)
-    with pyro.plate("data", y.shape[-1]):
-        pyro.sample("y", dist.Normal(nu, sigma), obs=y)
-
-
-def gp_regr(x: torch.Tensor, y: torch.Tensor):
-    r"""Gaussian-process regression, marginal likelihood (posteriordb ``gp_pois_regr-gp_regr``).
-
-    .. math::
-
-        \rho \sim \text{Gamma}(25, 4), \quad \alpha \sim \text{HalfNormal}(2), \quad
-        \sigma \sim \text{HalfNormal}(1), \\
-        y \sim \mathcal N\big(0,\; K_{SE}(x; \alpha, \rho) + \sigma I\big),
-
-    with :math:`K_{SE}(x)_{ij} = \alpha^2 \exp(-(x_i - x_j)^2 / (2\rho^2))`. As in the Stan
-    program, :math:`\sigma` (not :math:`\sigma^2`) is added to the diagonal. The model has no
-    plate: a scalar latent is ``(P,)`` under particles and ``y`` one multivariate site.
-    """
-    rho = pyro.sample("rho", dist.Gamma(_c(25.0, x), _c(4.0, x)))
-    alpha = pyro.sample("alpha", dist.HalfNormal(_c(2.0, x)))
-    sigma = pyro.sample("sigma", dist.HalfNormal(_c(1.0, x)))
-    d2 = (x[:, None] - x[None, :]) ** 2
-    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
-    cov = alpha[..., None, None] ** 2 * torch.exp(-d2 / (2 * rho[..., None, None] ** 2))
-    cov = cov + sigma[..., None, None] * eye
-    mvn = dist.MultivariateNormal(torch.zeros_like(x), scale_tril=torch.linalg.cholesky(cov))
-    pyro.sample("y", mvn, obs=y)
-
-
-class PositiveOrderedNormal(TorchDistribution):
-    r"""Independent normals restricted to :math:`0 < z_1 < \dots < z_K`, unnormalized.
-
-    ``log_prob`` is :math:`\sum_k \log\mathcal N(z_k \mid \mu_k, s_k)`, the density Stan's
-    ``positive_ordered[K] z; target += normal_lpdf(z[k] | mu[k], s[k])`` puts on the
-    constrained set (the truncation's normalizing constant is dropped, as in Stan). Sampling
-    (used only for initialization) sorts the absolute values of unrestricted draws.
-    """
-
-    arg_constraints = {"loc": constraints.real_vector, "scale": constraints.positive}
-    support = constraints.positive_ordered_vector
-    has_rsample = True
-
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, validate_args=None):
-        self.loc, self.scale = loc, scale
-        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=validate_args)
-
-    def rsample(self, sample_shape=()):
-        shape = self._extended_shape(sample_shape)
-        z = self.loc + self.scale * torch.randn(shape, dtype=self.loc.dtype)
-        return z.abs().sort(-1).values
-
-    def log_prob(self, value):
-        return dist.Normal(self.loc, self.scale).log_prob(value).sum(-1)
-
-
-def _hmm_log_likelihood(log_theta: torch.Tensor, emission: torch.Tensor) -> torch.Tensor:
-    r"""Stan's forward algorithm: :math:`\gamma_1 = e_1`,
-    :math:`\gamma_{t,k} = \operatorname{logsumexp}_j(\gamma_{t-1,j} + \log\theta_{jk}) + e_{t,k}`,
-    returns :math:`\operatorname{logsumexp}_k \gamma_{N,k}`. ``log_theta`` is ``(..., K, K)``
-    (row j: from state j), ``emission`` ``(..., N, K)``."""
-    gamma = emission[..., 0, :]
-    for t in range(1, emission.shape[-2]):
-        gamma = (gamma[..., :, None] + log_theta).logsumexp(-2) + emission[..., t, :]
-    return gamma.logsumexp(-1)
-
-
-def hmm_example(y: torch.Tensor, K: int = 2):
-    r"""Two-state HMM with unit-variance normal emissions (posteriordb
-    ``hmm_example-hmm_example``).
-
-    .. math::
-
-        \theta_1, \theta_2 \sim \text{Dirichlet}(1, 1) \;(\text{Stan: no prior}), \quad
-        0 < \mu_1 < \mu_2, \; \mu_1 \sim \mathcal N(3, 1), \; \mu_2 \sim \mathcal N(10, 1), \\
-        p(y \mid \theta, \mu) = \sum_{z} \prod_t \theta_{z_{t-1} z_t}\,
-        \mathcal N(y_t \mid \mu_{z_t}, 1) \quad (\text{uniform } z_1, \text{ up to } K^{-1}),
-
-    the hidden states summed out by the forward algorithm (a ``pyro.factor``). ``theta1``,
-    ``theta2`` are simplex sites, ``mu`` a positive-ordered site.
-    """
-    if K != 2:
-        raise ValueError(f"hmm_example is written for K = 2 states, got K = {K}")
-    ones = torch.ones(K, dtype=y.dtype)
-    theta1 = pyro.sample("theta1", dist.Dirichlet(ones))
-    theta2 = pyro.sample("theta2", dist.Dirichlet(ones))
-    loc = torch.tensor([3.0, 10.0], dtype=y.dtype)
-    mu = pyro.sample("mu", PositiveOrderedNormal(loc, ones))
-    log_theta = torch.stack([theta1, theta2], -2).log()
-    emission = dist.Normal(mu[..., None, :], 1.0).log_prob(y[:, None])
-    pyro.factor("y", _hmm_log_likelihood(log_theta, emission))
-
-
-def hmm_drive_0(u: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, K: int = 2):
-    r"""Two-state HMM of basketball drives, exponential emissions (posteriordb
-    ``bball_drive_event_0-hmm_drive_0``).
-
-    .. math::
-
-        \theta_k \sim \text{Dirichlet}(\alpha_k), \quad
-        0 < \phi_1 < \phi_2, \; \phi \sim \mathcal N((0, 3), 1), \quad
-        0 < \lambda_1 < \lambda_2, \; \lambda \sim \mathcal N((0, 3), 1), \\
-        e_{t,k} = \log\text{Exp}(u_t \mid \phi_k) + \log\text{Exp}(v_t \mid \lambda_k),
-
-    the hidden states summed out by the forward algorithm (a ``pyro.factor``), as in
-    :func:`hmm_example`.
-    """
-    if K != 2:
-        raise ValueError(f"hmm_drive_0 is written for K = 2 states, got K = {K}")
-    theta1 = pyro.sample("theta1", dist.Dirichlet(alpha[0]))
-    theta2 = pyro.sample("theta2", dist.Dirichlet(alpha[1]))
-    loc = torch.tensor([0.0, 3.0], dtype=u.dtype)
-    ones = torch.ones(K, dtype=u.dtype)
-    phi = pyro.sample("phi", PositiveOrderedNormal(loc, ones))
-    lam = pyro.sample("lambda", PositiveOrderedNormal(loc, ones))
-    log_theta = torch.stack([theta1, theta2], -2).log()
-    emission = dist.Exponential(phi[..., None, :]).log_prob(u[:, None]) + dist.Exponential(
-        lam[..., None, :]
-    ).log_prob(v[:, None])
-    pyro.factor("uv", _hmm_log_likelihood(log_theta, emission))
-
-
-def regression(X: torch.Tensor, y: torch.Tensor, *, flat_scale: float = FLAT_SCALE):
-    r"""Linear regression with Stan's flat priors (posteriordb ``mesquite-logmesquite``,
-    ``earnings-earn_height``, ``earnings-logearn_interaction``).
-
-    .. math::
-
-        \beta \sim \mathcal N(0, s)^{D}, \quad \sigma \sim \text{HalfNormal}(s)
-        \;(\text{Stan: flat}), \quad y_n \sim \mathcal N(x_n^\top \beta, \sigma),
-
-    with the design matrix ``X`` (N, D) built from the data as the Stan program's transformed
-    data (see ``UNSEEN``), and :math:`s` = ``flat_scale`` (1000, or more where the posterior's
-    scale needs it: earnings in dollars).
-    """
-    beta = pyro.sample(
-        "beta", dist.Normal(_c(0.0, X), _c(flat_scale, X)).expand([X.shape[-1]]).to_event(1)
-    )
-    sigma = pyro.sample("sigma", dist.HalfNormal(_c(flat_scale, X)))
-    with pyro.plate("data", X.shape[-2]):
-        pyro.sample("y", dist.Normal((X * beta).sum(-1), sigma), obs=y)
 
 
 # ---- posteriordb source ---------------------------------------------------------------------
@@ -310,83 +120,9 @@ class Source:
         return {k: torch.as_tensor(v) for k, v in group_draws(flat).items()}
 
 
-# ---- registry -------------------------------------------------------------------------------
-
-
-def _t(value) -> torch.Tensor:
-    return torch.as_tensor(value, dtype=torch.float64)
-
-
-def _mesquite_kwargs(d: dict) -> dict:
-    """log weight on (1, log diam1, log diam2, log canopy_height, log total_height,
-    log density, group)."""
-    logs = [torch.log(_t(d[k])) for k in ("diam1", "diam2", "canopy_height", "total_height")]
-    columns = [torch.ones(d["N"]), *logs, torch.log(_t(d["density"])), _t(d["group"])]
-    return {"X": torch.stack(columns, -1), "y": torch.log(_t(d["weight"]))}
-
-
-def _earn_height_kwargs(d: dict) -> dict:
-    """earn (dollars) on (1, height): the posterior sds are 10^4, 10^2 and 10^2.5."""
-    X = torch.stack([torch.ones(d["N"]), _t(d["height"])], -1)
-    return {"X": X, "y": _t(d["earn"]), "flat_scale": 1e7}
-
-
-def _logearn_interaction_kwargs(d: dict) -> dict:
-    """log earn on (1, height, male, height * male): collinear, uncentred predictors."""
-    height, male = _t(d["height"]), _t(d["male"])
-    X = torch.stack([torch.ones(d["N"]), height, male, height * male], -1)
-    return {"X": X, "y": torch.log(_t(d["earn"]))}
-
-
-@dataclass(frozen=True)
-class Unseen:
-    """A held-out posterior: its posteriordb name, Pyro model and data mapping. The model's
-    latent sites carry the reference names (no mapping of the draws is needed)."""
-
-    name: str
-    posterior: str
-    model: Callable
-    data_to_kwargs: Callable[[dict], dict]
-
-
-UNSEEN = {
-    e.name: e
-    for e in (
-        Unseen("arma11", "arma-arma11", arma11, lambda d: {"y": _t(d["y"])}),
-        Unseen(
-            "gp_regr",
-            "gp_pois_regr-gp_regr",
-            gp_regr,
-            lambda d: {"x": _t(d["x"]), "y": _t(d["y"])},
-        ),
-        Unseen(
-            "hmm_example",
-            "hmm_example-hmm_example",
-            hmm_example,
-            lambda d: {"y": _t(d["y"]), "K": d["K"]},
-        ),
-        Unseen("logmesquite", "mesquite-logmesquite", regression, _mesquite_kwargs),
-        Unseen(
-            "hmm_drive_0",
-            "bball_drive_event_0-hmm_drive_0",
-            hmm_drive_0,
-            lambda d: {"u": _t(d["u"]), "v": _t(d["v"]), "alpha": _t(d["alpha"]), "K": d["K"]},
-        ),
-        Unseen("earn_height", "earnings-earn_height", regression, _earn_height_kwargs),
-        Unseen(
-            "logearn_interaction",
-            "earnings-logearn_interaction",
-            regression,
-            _logearn_interaction_kwargs,
-        ),
-    )
-}
-DEFAULT_MODELS = ",".join(UNSEEN)
-NUTS_MODELS = "arma11,gp_regr,hmm_example,logmesquite,earn_height,logearn_interaction"
-
-
 def reference_idata(entry: Unseen, source: Source, kwargs: dict):
-    """The reference draws (10 chains, thinned to 400 draws each) as InferenceData."""
+    """The reference draws (10 chains, every ``draws // 400``-th draw: 500 of 1000) as
+    InferenceData."""
     draws = source.reference(entry.posterior)
     step = max(1, next(iter(draws.values())).shape[1] // REFERENCE_DRAWS_PER_CHAIN)
     latents = {k: v[:, ::step] for k, v in draws.items()}
@@ -486,17 +222,38 @@ def _pyrodiv_version() -> str:
     )
 
 
+def _commands(summary: pd.DataFrame, extra: pd.DataFrame, posteriordb: str) -> list[str]:
+    """The *Regenerate* line: the command that reruns every model in the results and every
+    NUTS baseline in them; then the commands of the runs whose rows the results hold."""
+    present = set(summary["model"])
+    models = [n for n in UNSEEN if n in present] + sorted(present - set(UNSEEN))
+    nuts = [n for n in models if ((summary["model"] == n) & (summary["method"] == "nuts")).any()]
+    full = (
+        "OMP_NUM_THREADS=1 python benchmarks/unseen_posteriors.py "
+        f"--posteriordb {posteriordb} --models {','.join(models)} --nuts-models '{','.join(nuts)}'"
+    )
+    lines = [f"Regenerate: `{full}`", ""]
+    runs = list(extra.get("command", pd.Series(dtype=object)).dropna().unique())
+    if runs and runs != [full]:
+        lines += [
+            "These results were assembled with `--append` by: "
+            + "; ".join(f"`{r}`" for r in runs)
+            + " (and, for rows without a recorded command, earlier runs of the same script).",
+            "",
+        ]
+    return lines
+
+
 def _markdown(
-    summary: pd.DataFrame, extra: pd.DataFrame, command: str, commit: str, version: str
+    summary: pd.DataFrame, extra: pd.DataFrame, posteriordb: str, commit: str, version: str
 ) -> str:
     models = list(dict.fromkeys(summary["model"]))
     lines = [
         "# `pyrodiv.approximate` on posteriordb posteriors outside the zoo",
         "",
-        f"Regenerate: `{command}`",
-        "",
+        *_commands(summary, extra, posteriordb),
         f"posteriordb commit: `{commit}`; pyrodiv: {version}. Models written in "
-        "`benchmarks/unseen_posteriors.py` "
+        "`benchmarks/unseen_models.py` "
         f"from the Stan programs: {', '.join(models)}. None of them was used to tune "
         "`approximate`. Default settings of `approximate`, seed 0, float64, one torch thread, "
         "on a shared 2-core machine (under load from other work, so times are rough). "
@@ -593,6 +350,11 @@ def main(args) -> None:
     files = {k: out / f"unseen_posteriors_{k}.csv" for k in ("variables", "extra")}
     if not args.render:
         version = _pyrodiv_version()
+        command = (
+            "OMP_NUM_THREADS=1 python benchmarks/unseen_posteriors.py "
+            f"--posteriordb {args.posteriordb} --models {args.models} "
+            f"--nuts-models '{args.nuts_models}'" + (" --append" if args.append else "")
+        )
         variables, extra = [], []
         if args.append:  # keep the other models' rows, and NUTS's where it is not rerun
 
@@ -613,6 +375,7 @@ def main(args) -> None:
             for row in rows:
                 row["model_seconds"] = seconds
                 row["pyrodiv"] = version
+                row["command"] = command
             variables.append(table_)
             extra += rows
             print(f"{name}: {seconds:.0f} s", flush=True)
@@ -622,13 +385,8 @@ def main(args) -> None:
     extra = pd.read_csv(files["extra"])
     summary = summarize(variables, extra)
     summary.to_csv(out / "unseen_posteriors.csv", index=False)
-    command = (
-        "OMP_NUM_THREADS=1 python benchmarks/unseen_posteriors.py "
-        f"--posteriordb {args.posteriordb} --models {args.models} "
-        f"--nuts-models '{args.nuts_models}'" + (" --append" if args.append else "")
-    )
     version = "; ".join(str(v) for v in extra.get("pyrodiv", pd.Series()).dropna().unique())
-    text = _markdown(summary, extra, command, source.commit(), version or "unknown")
+    text = _markdown(summary, extra, args.posteriordb, source.commit(), version or "unknown")
     (out / "unseen_posteriors.md").write_text(text)
     print(text)
 
