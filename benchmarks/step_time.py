@@ -21,8 +21,9 @@ When NumPyro is installed (the ``numpyro`` extra) every group also times NumPyro
 it; without NumPyro those rows are skipped with a printed note (``--no-numpyro`` skips them
 too). Four losses are also timed through the compiled path,
 ``pyrodiv.divergences.compiled.compile`` (``(compiled)``; where it falls back, the results
-say so). A last group splits Jensen-Shannon's step on the prior target into its program
-runs.
+say so), and again with ``pyrodiv.FusedAdam`` (one torch optimizer over all the parameters)
+in place of Pyro's per-parameter Adam (``(compiled, fused Adam)``). A last group splits
+Jensen-Shannon's step on the prior target into its program runs.
 
 Ratios are medians of per-round paired ratios, with a distribution-free 95% interval
 (:mod:`common`). Each group also times a second, independent ``Trace_ELBO`` (an A/A control):
@@ -59,7 +60,7 @@ from common import (
     write_results,
 )
 from pyro import poutine
-from pyro.infer import JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceTailAdaptive_ELBO
+from pyro.infer import SVI, JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceTailAdaptive_ELBO
 from pyro.infer.autoguide import AutoNormal
 from pyro.infer.enum import get_importance_trace
 
@@ -96,6 +97,18 @@ COMPILED = ("ReverseKL", "ForwardKL", "FDivergence(squared_hellinger)")
 LOWERED = ("ReverseKL", "ForwardKL", "JensenShannon", "FDivergence(squared_hellinger)")
 #: NumPyro's jitted ``Trace_ELBO`` step (:mod:`numpyro_steps`), when NumPyro is installed.
 NUMPYRO = "NumPyro Trace_ELBO (jit)"
+
+
+def fused_step(problem, loss, tag: str, lr: float = 0.01):
+    """:func:`common.make_step` with ``pyrodiv.FusedAdam`` in place of ``pyro.optim.Adam``."""
+    if problem.guide is not None:
+        guide = problem.guide(tag)
+    else:
+        guide = AutoNormal(problem.model)
+        guide._pyro_name = f"{tag}.AutoNormal"
+    svi = SVI(problem.model, guide, pyrodiv.FusedAdam({"lr": lr}), loss=loss)
+    args, kwargs = problem.args, problem.call_kwargs()
+    return lambda: svi.step(*args, **kwargs)
 
 
 def losses(num_particles: int, prior: bool) -> dict[str, object]:
@@ -247,6 +260,12 @@ def run(args):
                 name: make_step(problem, loss, f"{name}.{k}")
                 for name, loss in losses(k, problem.prior).items()
             }
+            if compile_loss is not None:
+                kw = {"num_particles": k, "vectorize_particles": True}
+                for name in LOWERED:
+                    fused = f"{name} (compiled, fused Adam)"
+                    loss = compile_loss(OURS[name](**kw))
+                    steps[fused] = fused_step(problem, loss, f"{fused}.{k}")
             if key == "regression":
                 floor = TorchFloor(*problem.args, num_particles=k)
                 steps[FLOOR] = floor.step
@@ -395,7 +414,9 @@ def report(check, results, particles, out, split: str = ""):
         "NumPyro's `jax.jit(svi.update)` with `Trace_ELBO` (vectorized particles) and Adam on "
         "the same model, data, guide family and float32, XLA on one thread, timed to "
         "`block_until_ready`; its compilation is not timed. '(jit)': `pyrodiv.jit.jit`; "
-        "'(compiled)': `pyrodiv.divergences.compiled.compile`.",
+        "'(compiled)': `pyrodiv.divergences.compiled.compile`; '(compiled, fused Adam)': the "
+        "same with `pyrodiv.FusedAdam` (one torch optimizer over all the parameters) in place "
+        "of `pyro.optim.Adam`.",
         check,
         "The torch floor computes each particle's regression means by a broadcast product and "
         "sum, as the model is written; a compiled program that records it as a matrix product "

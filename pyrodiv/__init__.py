@@ -29,6 +29,7 @@ _LAZY = {
     "get_loss": "divergences.losses",
     "SampleTarget": "divergences.targets",
     "compile": "divergences.compiled",
+    "FusedAdam": "optim",
     "AdversarialFDivergence": "divergences.adversarial",
     "GAN": "divergences.adversarial",
     "LSGAN": "divergences.adversarial",
