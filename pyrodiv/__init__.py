@@ -71,6 +71,7 @@ def __dir__():
 
 __all__ = [
     "compile",
+    "FusedAdam",
     "AdversarialFDivergence",
     "GAN",
     "LSGAN",
