@@ -52,18 +52,15 @@ def test_beyond_the_talk_at_quick_settings(tmp_path):
         assert rows["jensen_shannon"]["w1_max"] < 0.2  # 0.11
         assert all(r["ess_per_s"] > 0 for r in rows.values())
     target = res["gan"]["target"]
-    # 600 steps of 128 draws, one Adam (betas 0.5, 0.9), the mean of the last quarter of the
-    # iterates. Measured (mean, variance): GAN -7.295, 3.117; LSGAN -7.296, 3.201; f-GAN KL
-    # -7.230, 3.015; WGAN -7.351, 3.088. Tolerances: 0.3 in the mean (P's sd is 1.79) and 20%
-    # in the variance, 50% for WGAN: its gradient-penalty critic circles the saddle widely, and its
-    # variance at these settings moves with the rounding of the machine (float64, seeds 0-3:
-    # 3.09 to 4.44 on one CPU, 3.09 at seed 0 on another; about 3 sds of that spread).
+    # 1000 steps of 128 draws, one Adam (betas 0.5, 0.9), the mean of the last quarter of the
+    # iterates. Measured (mean, variance), float64, seed 0: GAN -7.298, 3.151; LSGAN -7.299,
+    # 3.191; f-GAN KL -7.290, 3.171; WGAN -7.322, 2.972 (seeds 0-5, WGAN: 2.97 to 3.30).
+    # Tolerances: 0.3 in the mean (P's sd is 1.79) and 20% in the variance.
     assert list(res["gan"]) == ["GAN", "LSGAN", "f-GAN KL", "WGAN", "target"]
     for name in ("GAN", "LSGAN", "f-GAN KL", "WGAN"):
         fit = res["gan"][name]
         assert abs(fit["loc"] - target["loc"]) < 0.3, name
-        tolerance = 0.5 if name == "WGAN" else 0.2
-        assert abs(fit["variance"] / target["variance"] - 1) < tolerance, name
+        assert abs(fit["variance"] / target["variance"] - 1) < 0.2, name
     # The spline flow on 0.5 N(-7, 1.4) + 0.5 N(7, 1.4), 600 steps at --quick (2000 in the full
     # run). Measured KL(P||Q): forward KL 0.028, JSD 0.027 (0.012 and 0.016 at 2000 steps);
     # Q's mass within 2 of each mode 0.43-0.46 (P: 0.455). Reverse KL is reported, not
