@@ -16,6 +16,7 @@ from pyrodiv.inference.flow_guide import (
     AutoWhitenedFlow,
     identity_spline,
     identity_spline_coupling,
+    rational_quadratic_spline,
 )
 from pyrodiv.inference.warm_start import AutoWhitenedNormal
 
@@ -160,3 +161,56 @@ def test_the_guarded_inverse_matches_the_splines_inverse_and_its_gradients(monke
             ga = torch.autograd.grad(a.sum(), p, retain_graph=True)[0]
             gb = torch.autograd.grad(b.sum(), p, retain_graph=True)[0]
             assert torch.allclose(ga, gb, atol=1e-10)
+
+
+def _moved_spline(dim, seed=0):
+    """An element-wise spline and a spline coupling away from the identity."""
+    generator = torch.Generator().manual_seed(seed)
+    layers = [identity_spline(dim), identity_spline_coupling(dim)]
+    with torch.no_grad():
+        for layer in layers:
+            for p in layer.parameters():
+                p.add_(0.5 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
+    return layers
+
+
+def test_the_where_spline_is_pyros_spline_inside_and_outside_its_bound():
+    spline, coupling = _moved_spline(3)
+    x = torch.tensor([[-6.0, -3.99, 0.3], [0.0, 2.5, 4.5], [-1.2, 3.999, 7.0]])
+    for layer, inputs in ((spline, x), (coupling.upper_spline.condition(x[:, :1]), x[:, 1:])):
+        want_y, want_log = layer.spline_op(inputs)
+        y, log_derivative = rational_quadratic_spline(layer, inputs)
+        assert torch.allclose(y, want_y, atol=1e-6)
+        assert torch.allclose(log_derivative, want_log, atol=1e-5)
+    assert (y[:, -1][x[:, -1].abs() > 4] == x[:, -1][x[:, -1].abs() > 4]).all()  # identity
+
+
+@pytest.mark.parametrize("full_rank", [True, False])
+def test_log_q_at_its_own_detached_draw_is_the_inverse_flows_with_its_gradient(full_rank):
+    """The Newton step from the known root gives Pyro's log q(z) (which inverts every
+    spline by the quadratic formula) and its gradient in the parameters at fixed z."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        guide = AutoWhitenedFlow(three_sites, full_rank=full_rank)
+        guide._setup_prototype()
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in guide.parameters():
+                p.add_(0.1 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
+        params = list(guide.parameters())
+        pyro.set_rng_seed(2)
+        z, log_q = guide.get_posterior().expand((32,)).rsample_and_log_prob(detached=True)
+        assert not z.requires_grad
+        want = guide.get_posterior().log_prob(z)
+        assert torch.allclose(log_q, want, rtol=1e-10, atol=1e-8)
+        got = torch.autograd.grad(log_q.sum(), params, materialize_grads=True, allow_unused=True)
+        wanted = torch.autograd.grad(want.sum(), params, materialize_grads=True, allow_unused=True)
+        for a, b in zip(got, wanted, strict=True):
+            assert torch.allclose(a, b, rtol=1e-7, atol=1e-8)
+        pyro.set_rng_seed(2)
+        z_path, log_q_path = guide.get_posterior().expand((32,)).rsample_and_log_prob()
+        assert torch.equal(z_path.detach(), z) and z_path.requires_grad
+        assert torch.allclose(log_q_path, want, rtol=1e-10, atol=1e-8)
+    finally:
+        torch.set_default_dtype(previous)

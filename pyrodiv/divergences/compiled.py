@@ -25,7 +25,10 @@ Lowered: the prior and posterior targets of every loss whose plan runs the guide
 (``ReverseKL``, ``ForwardKL`` and ``JensenShannon`` on a posterior, every ``FDivergence``,
 ``RenyiBound``, ``CUBO``) with ``AutoNormal``, ``AutoDiagonalNormal``,
 ``AutoMultivariateNormal``, ``AutoLowRankMultivariateNormal`` or another Gaussian
-``AutoContinuous`` (``AutoWhitenedNormal``). Everything else runs traced by
+``AutoContinuous`` (``AutoWhitenedNormal``), and the spline-flow guide
+:class:`~pyrodiv.inference.flow_guide.AutoWhitenedFlow`, whose distribution gives
+:math:`\log q` with its draw (at a detached draw, by Newton steps from the known roots of its
+splines). Everything else runs traced by
 :func:`pyrodiv.divergences.jit.jit` (uncompiled for ``ForwardKL(estimator="msc")`` and dynamic
 programs, which a recorded trace would freeze), after one ``UserWarning`` naming why: a sample
 target or given draws, a plan that draws from the model, a non-Gaussian guide, sequential
@@ -114,11 +117,15 @@ class Program:
         with torch.random.fork_rng():  # recording leaves the draws of the first call alone
             draws = [lowered.noise() for _ in range(1 + self.STATIC_CHECKS)]
         inputs = self._inputs(draws[0], args, kwargs)
+        began = time.perf_counter()
         self.graph = self._record(inputs)
+        joint_cost = self.JOINT_COST * (time.perf_counter() - began)
         checks = [self._inputs(noise, args, kwargs) for noise in draws[1:]]
         self._check_static(checks)
-        self.backend, self.joint = "jit", None
-        if gradient:
+        self.backend, self.joint, self._deferred = "jit", None, None
+        if gradient and backend == "jit" and joint_cost > self.JOINT_DEFER:
+            self._deferred = [inputs, checks[0], joint_cost]  # recorded once it pays back
+        elif gradient:
             self.joint = self._record_joint(inputs, checks[0])
         if backend == "inductor" or (backend == "auto" and self._worth_inductor(inputs, steps)):
             self._use_inductor(inputs)
@@ -186,6 +193,12 @@ class Program:
 
     #: Fresh draws at which the recorded graph is compared with the eager functions.
     STATIC_CHECKS = 3
+    #: The joint graph takes about this many times the forward graph's time to record.
+    JOINT_COST = 10.0
+    #: Above this estimated cost (s), ``"jit"`` runs the forward graph and autograd until the
+    #: steps' time adds up to it, then records the joint graph (rent or buy: at most twice the
+    #: better choice's time; a flow's joint graph takes 2 to 5 s, more than a short stage saves).
+    JOINT_DEFER = 1.0
 
     def _check_static(self, checks) -> None:
         """Compare the graph with the eager functions at the inputs ``checks`` (fresh draws):
@@ -337,10 +350,16 @@ class Program:
         """One training step's estimate (a float) and the gradients of its surrogate with
         respect to ``params``, from fresh draws (the joint graph where there is one)."""
         if self.joint is None:
+            began = time.perf_counter()
             est = self(args, kwargs)
             grads = torch.autograd.grad(
                 est.surrogate, self.params, allow_unused=True, materialize_grads=True
             )
+            if self._deferred is not None:
+                self._deferred[2] -= time.perf_counter() - began
+                if self._deferred[2] <= 0:
+                    inputs, check, _ = self._deferred
+                    self._deferred, self.joint = None, self._record_joint(inputs, check)
             return float(est.value), list(grads)
         self.refresh(args, kwargs)
         inputs = self._inputs(self.lowered.noise(), args, kwargs)

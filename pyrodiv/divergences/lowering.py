@@ -3,7 +3,8 @@ parameters, the guide's standard-normal noise and the data.
 
 For a guide in the Gaussian family (``AutoNormal``, ``AutoDiagonalNormal``,
 ``AutoMultivariateNormal``, ``AutoLowRankMultivariateNormal`` and any ``AutoContinuous`` whose
-posterior is one of those distributions, such as ``AutoWhitenedNormal``), the guide's draw of
+posterior is one of those distributions, such as ``AutoWhitenedNormal``, or a distribution with
+``rsample_and_log_prob``, such as the flow guide's), the guide's draw of
 :math:`K` particles is a deterministic function of standard-normal noise :math:`\varepsilon`,
 :math:`u = \mu + S\varepsilon`, and every latent site is :math:`x_j = T_j(u_j)` with
 :math:`T_j` = ``biject_to`` of its support. :class:`Lowered` computes, batched over particles,
@@ -126,6 +127,8 @@ def _guide_kind(guide) -> str:
 
 
 def _posterior_family(posterior) -> None:
+    if hasattr(posterior, "rsample_and_log_prob"):  # a flow that gives log q with its draw
+        return
     base = posterior.base_dist if isinstance(posterior, torch.distributions.Independent) else None
     if not isinstance(base if base is not None else posterior, GAUSSIANS):
         raise NotLowerable(f"the guide's posterior is a {type(posterior).__name__}, not Gaussian")
@@ -198,10 +201,14 @@ class Lowered:
         with self.guide._pyro_context:  # as the guide's own call: the param store's tensors
             distributions = self._site_distributions(args, kwargs)
         for site, fn in distributions:
-            u = fn.rsample()
-            if self.detached:
-                u = u.detach()
-            log_q = log_q + _sum_to_particles(fn.log_prob(u), self.particles)
+            if hasattr(fn, "rsample_and_log_prob"):
+                u, log_q_u = fn.rsample_and_log_prob(detached=self.detached)
+            else:
+                u = fn.rsample()
+                if self.detached:
+                    u = u.detach()
+                log_q_u = fn.log_prob(u)
+            log_q = log_q + _sum_to_particles(log_q_u, self.particles)
             if site is not None:
                 unpacked.append((site, u))
             else:

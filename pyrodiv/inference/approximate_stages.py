@@ -192,7 +192,7 @@ def train(
             progress=progress,
             desc=name,
             callback=monitor,
-            compile=_compile_option(loss, model, guide, args, kwargs, flow),
+            compile=_compile_option(loss, model, guide, args, kwargs),
             **kwargs,
         )
         losses = result.losses
@@ -220,12 +220,13 @@ def train(
 KHAT_NOISE = 0.1
 
 
-def _compile_option(loss, model, guide, args, kwargs, flow) -> str | bool:
+def _compile_option(loss, model, guide, args, kwargs) -> str | bool:
     """``pyrodiv.fit``'s ``compile`` for a stage: the compiled path with the torch.jit
     backend where the program lowers (never inductor: its compilation, about 10 s, pays back
     over the full ``max_steps``, but a stage stops at convergence, often within 200 steps),
-    else the plain ``SVI`` loop (a flow guide does not lower)."""
-    if flow or not isinstance(loss, DivergenceLoss):
+    else the plain ``SVI`` loop. The flow guide lowers too
+    (:class:`~pyrodiv.inference.flow_guide.WhitenedFlowPosterior`)."""
+    if not isinstance(loss, DivergenceLoss):
         return False
     try:
         program(loss, model, guide, args, kwargs, "jit", gradient=True)

@@ -53,10 +53,18 @@ from pyro.nn import DenseNN
 
 from .warm_start import AutoWhitenedNormal
 
-__all__ = ["AutoWhitenedFlow", "identity_spline", "identity_spline_coupling"]
+__all__ = [
+    "AutoWhitenedFlow",
+    "WhitenedFlowPosterior",
+    "identity_spline",
+    "identity_spline_coupling",
+    "rational_quadratic_spline",
+]
 
 #: Pyro's splines add this to every knot derivative.
 _MIN_DERIVATIVE = 1e-3
+#: ... and give every bin this fraction of the width and height at least.
+_MIN_BIN = 1e-3
 #: The softplus input that gives a knot derivative of exactly 1.
 _UNIT_DERIVATIVE = math.log(math.expm1(1.0 - _MIN_DERIVATIVE))
 
@@ -140,6 +148,160 @@ def identity_spline_coupling(
     return coupling
 
 
+def rational_quadratic_spline(spline, x: torch.Tensor):
+    r"""``(T(x), log T'(x))`` of one of Pyro's rational-quadratic splines (``Spline`` or a
+    conditioned one), element-wise: in the bin :math:`k` of :math:`x`, with
+    :math:`\theta = (x - x_k)/w_k`, :math:`s_k = h_k/w_k` and knot derivatives
+    :math:`d_k, d_{k+1}`,
+
+    .. math::
+
+        T(x) = y_k + \frac{h_k\,(s_k\theta^2 + d_k\theta(1-\theta))}
+                         {s_k + (d_k + d_{k+1} - 2s_k)\,\theta(1-\theta)},
+
+    and :math:`T(x) = x` outside :math:`[-B, B]`. Pyro's ``spline_op`` computes the same
+    with boolean-mask assignments, whose shapes depend on the values; here the identity
+    outside is a ``torch.where`` (the spline's branch is evaluated at the clamped input, so
+    its gradient there is finite and not selected), which a recorded graph replays at any
+    draw."""
+    from pyro.distributions.transforms.spline import (
+        _calculate_knots,
+        _searchsorted,
+        _select_bins,
+    )
+
+    widths, heights, derivatives, _ = (
+        spline._params() if callable(spline._params) else (spline._params)
+    )
+    bound, bins = spline.bound, widths.shape[-1]
+    widths = _MIN_BIN + (1.0 - _MIN_BIN * bins) * widths
+    heights = _MIN_BIN + (1.0 - _MIN_BIN * bins) * heights
+    derivatives = torch.nn.functional.pad(
+        _MIN_DERIVATIVE + derivatives, pad=(1, 1), value=1.0 - _MIN_DERIVATIVE
+    )
+    widths, cumwidths = _calculate_knots(widths, -bound, bound)
+    heights, cumheights = _calculate_knots(heights, -bound, bound)
+    inside = (x >= -bound) & (x <= bound)
+    x_in = x.clamp(-bound, bound)
+    index = _searchsorted(cumwidths + 1e-6, x_in).unsqueeze(-1)
+    width, left = _select_bins(widths, index), _select_bins(cumwidths, index)
+    height, bottom = _select_bins(heights, index), _select_bins(cumheights, index)
+    slope = _select_bins(heights / widths, index)
+    d0, d1 = _select_bins(derivatives, index), _select_bins(derivatives[..., 1:], index)
+    theta = (x_in - left) / width
+    mixed = theta * (1 - theta)
+    denominator = slope + (d0 + d1 - 2 * slope) * mixed
+    y = bottom + height * (slope * theta.pow(2) + d0 * mixed) / denominator
+    log_derivative = torch.log(
+        slope.pow(2) * (d1 * theta.pow(2) + 2 * slope * mixed + d0 * (1 - theta).pow(2))
+    ) - 2 * torch.log(denominator)
+    return torch.where(inside, y, x), torch.where(inside, log_derivative, 0.0)
+
+
+def _implicit_inverse(spline, y: torch.Tensor, root: torch.Tensor):
+    r"""``(x, log T'(x))`` for the spline :math:`T` with :math:`T(x) = y`, where ``root`` is
+    that solution's value (the draw's own layer input, detached): one Newton step from the
+    root, :math:`x = r - (T(r) - y)/T'(r)`, equal to :math:`r` in value, with the
+    implicit-function derivatives :math:`\partial x/\partial y = 1/T'` and
+    :math:`\partial x/\partial\phi = -\partial_\phi T / T'`."""
+    value, log_derivative = rational_quadratic_spline(spline, root)
+    x = root - (value - y) / log_derivative.exp()
+    return x, rational_quadratic_spline(spline, x)[1]
+
+
+class WhitenedFlowPosterior(dist.TransformedDistribution):
+    r"""The flow guide's distribution: :math:`N(0, I)` pushed through the spline layers and the
+    affine map, with :meth:`rsample_and_log_prob`, which gives :math:`\log q` at a fresh draw
+    without inverting a spline.
+
+    At a draw held fixed (the self-normalized losses evaluate :math:`\log q_\phi(z)` at
+    detached draws and differentiate in :math:`\phi` only), the inverse of each spline is
+    one Newton step from its known root (:func:`_implicit_inverse`): two forward spline
+    evaluations per layer, no root-finding, and a graph that ``torch.jit`` can record (the
+    compiled path lowers this guide).
+
+    Example::
+
+        >>> z, log_q = guide.get_posterior().rsample_and_log_prob(detached=True)  # doctest: +SKIP
+    """
+
+    def _layers(self) -> list:
+        layers = []
+        for transform in self.transforms:
+            layers.extend(getattr(transform, "parts", [transform]))
+        return layers
+
+    def rsample_and_log_prob(self, detached: bool = False):
+        r"""``(z, log q(z))`` at one reparameterized draw of the batch shape; with
+        ``detached``, ``z`` is detached and :math:`\log q` is differentiable in the
+        parameters at that fixed ``z``."""
+        eps = self.base_dist.rsample()
+        *layers, affine = self._layers()
+        if not detached:
+            x, log_det = eps, 0.0
+            for layer in layers:
+                x, step = _forward(layer, x)
+                log_det = log_det + step
+            z = affine(x)
+            return z, self.base_dist.log_prob(eps) - log_det - _affine_log_det(affine, x)
+        with torch.no_grad():  # the draw; detached too, as torch.jit does not record no_grad
+            roots, x = [], eps.detach()
+            for layer in layers:
+                roots.append(x.detach())
+                x, _ = _forward(layer, x)
+            z = affine(x).detach()
+        x, log_det = _affine_inverse(affine, z), _affine_log_det(affine, z)
+        for layer, root in zip(reversed(layers), reversed(roots), strict=True):
+            x, step = _known_root_inverse(layer, x, root)
+            log_det = log_det + step
+        return z, self.base_dist.log_prob(x) - log_det
+
+
+def _forward(layer, x):
+    """``(y, log|det J|)`` of one flow layer at ``x`` (summed over the last dimension)."""
+    if isinstance(layer, Permute):
+        return layer(x), 0.0
+    if isinstance(layer, SplineCoupling):
+        x1, x2 = x[..., : layer.split_dim], x[..., layer.split_dim :]
+        y1, log1 = rational_quadratic_spline(layer.lower_spline, x1)
+        y2, log2 = rational_quadratic_spline(layer.upper_spline.condition(x1), x2)
+        return torch.cat([y1, y2], -1), log1.sum(-1) + log2.sum(-1)
+    y, log_derivative = rational_quadratic_spline(layer, x)
+    return y, log_derivative.sum(-1)
+
+
+def _known_root_inverse(layer, y, root):
+    """``(x, log|det J(x)|)`` of one flow layer with ``layer(x) = y``, ``root`` the value of
+    ``x`` (see :func:`_implicit_inverse`)."""
+    if isinstance(layer, Permute):
+        return y[..., layer.inv_permutation], 0.0
+    if isinstance(layer, SplineCoupling):
+        split = layer.split_dim
+        x1, log1 = _implicit_inverse(layer.lower_spline, y[..., :split], root[..., :split])
+        upper = layer.upper_spline.condition(x1)
+        x2, log2 = _implicit_inverse(upper, y[..., split:], root[..., split:])
+        return torch.cat([x1, x2], -1), log1.sum(-1) + log2.sum(-1)
+    x, log_derivative = _implicit_inverse(layer, y, root)
+    return x, log_derivative.sum(-1)
+
+
+def _affine_inverse(affine, z):
+    if isinstance(affine, dist.transforms.LowerCholeskyAffine):
+        solved = torch.linalg.solve_triangular(
+            affine.scale_tril, (z - affine.loc).unsqueeze(-1), upper=False
+        )
+        return solved.squeeze(-1)
+    return (z - affine.loc) / affine.scale
+
+
+def _affine_log_det(affine, x):
+    if isinstance(affine, dist.transforms.LowerCholeskyAffine):
+        return (
+            affine.scale_tril.diagonal(dim1=-2, dim2=-1).abs().log().sum(-1).expand(x.shape[:-1])
+        )
+    return affine.scale.abs().log().expand(x.shape).sum(-1)
+
+
 class AutoWhitenedFlow(AutoWhitenedNormal):
     r"""The whitened Gaussian :math:`N(m + La, (LB)(LB)^\top)` pushed through identity-initialized
     spline layers in whitened coordinates (see the module doc).
@@ -189,7 +351,7 @@ class AutoWhitenedFlow(AutoWhitenedNormal):
                 self.factor * self.log_scale.exp(),
                 event_dim=1,
             )
-        return dist.TransformedDistribution(base, [self.flow, affine])
+        return WhitenedFlowPosterior(base, [self.flow, affine])
 
     def _loc_scale(self, *args, **kwargs):
         raise NotImplementedError("a flow guide has no closed-form loc and scale; draw from it")
