@@ -200,6 +200,10 @@ class Program:
     #: better choice's time; a flow's joint graph takes 2 to 5 s, more than a short stage saves).
     JOINT_DEFER = 1.0
 
+    def keep_forward_graph(self) -> None:
+        """Never record the joint graph (a stage stopped by a deadline cannot pay it back)."""
+        self._deferred = None
+
     def _check_static(self, checks) -> None:
         """Compare the graph with the eager functions at the inputs ``checks`` (fresh draws):
         a program whose structure depends on the values drawn is dynamic."""

@@ -192,7 +192,7 @@ def train(
             progress=progress,
             desc=name,
             callback=monitor,
-            compile=_compile_option(loss, model, guide, args, kwargs),
+            compile=_compile_option(loss, model, guide, args, kwargs, deadline),
             **kwargs,
         )
         losses = result.losses
@@ -220,18 +220,22 @@ def train(
 KHAT_NOISE = 0.1
 
 
-def _compile_option(loss, model, guide, args, kwargs) -> str | bool:
+def _compile_option(loss, model, guide, args, kwargs, deadline=None) -> str | bool:
     """``pyrodiv.fit``'s ``compile`` for a stage: the compiled path with the torch.jit
     backend where the program lowers (never inductor: its compilation, about 10 s, pays back
     over the full ``max_steps``, but a stage stops at convergence, often within 200 steps),
     else the plain ``SVI`` loop. The flow guide lowers too
-    (:class:`~pyrodiv.inference.flow_guide.WhitenedFlowPosterior`)."""
+    (:class:`~pyrodiv.inference.flow_guide.WhitenedFlowPosterior`); a stage with a
+    ``deadline`` keeps the forward graph and autograd (recording the joint graph, seconds for
+    a flow, would eat into its time)."""
     if not isinstance(loss, DivergenceLoss):
         return False
     try:
-        program(loss, model, guide, args, kwargs, "jit", gradient=True)
+        found = program(loss, model, guide, args, kwargs, "jit", gradient=True)
     except NotLowerable:
         return False
+    if deadline is not None:
+        found.keep_forward_graph()
     return "jit"
 
 
