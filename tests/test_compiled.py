@@ -497,3 +497,15 @@ def test_a_deferred_joint_graph_gives_the_same_gradients_before_and_after(monkey
         for name, b in zip(names, want_grads, strict=True):
             assert torch.allclose(by_name[name], b, rtol=1e-8, atol=1e-10)
         assert (found.joint is not None) == (cost < 1)
+
+
+def test_a_program_told_to_keep_its_forward_graph_never_records_the_joint(monkeypatch):
+    monkeypatch.setattr(Program, "JOINT_DEFER", -1.0)
+    monkeypatch.setattr(Program, "JOINT_COST", 1e-12)  # would be recorded after one step
+    guide = set_up(AutoNormal(posterior_model, init_scale=0.5), Y)
+    loss = make("reverse_kl", num_particles=4, vectorize_particles=True)
+    found = program(loss, posterior_model, guide, (Y,), {}, "jit", gradient=True)
+    found.keep_forward_graph()
+    for _ in range(3):
+        found.value_and_grads((Y,), {})
+    assert found.joint is None
