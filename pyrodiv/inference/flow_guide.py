@@ -243,14 +243,15 @@ class WhitenedFlowPosterior(dist.TransformedDistribution):
                 x, step = _forward(layer, x)
                 log_det = log_det + step
             z = affine(x)
-            return z, self.base_dist.log_prob(eps) - log_det - _affine_log_det(affine, x)
+            return z, self.base_dist.log_prob(eps) - log_det - affine.log_abs_det_jacobian(x, z)
         with torch.no_grad():  # the draw; detached too, as torch.jit does not record no_grad
             roots, x = [], eps.detach()
             for layer in layers:
                 roots.append(x.detach())
                 x, _ = _forward(layer, x)
             z = affine(x).detach()
-        x, log_det = _affine_inverse(affine, z), _affine_log_det(affine, z)
+        x = affine.inv(z)
+        log_det = affine.log_abs_det_jacobian(x, z)
         for layer, root in zip(reversed(layers), reversed(roots), strict=True):
             x, step = _known_root_inverse(layer, x, root)
             log_det = log_det + step
@@ -283,23 +284,6 @@ def _known_root_inverse(layer, y, root):
         return torch.cat([x1, x2], -1), log1.sum(-1) + log2.sum(-1)
     x, log_derivative = _implicit_inverse(layer, y, root)
     return x, log_derivative.sum(-1)
-
-
-def _affine_inverse(affine, z):
-    if isinstance(affine, dist.transforms.LowerCholeskyAffine):
-        solved = torch.linalg.solve_triangular(
-            affine.scale_tril, (z - affine.loc).unsqueeze(-1), upper=False
-        )
-        return solved.squeeze(-1)
-    return (z - affine.loc) / affine.scale
-
-
-def _affine_log_det(affine, x):
-    if isinstance(affine, dist.transforms.LowerCholeskyAffine):
-        return (
-            affine.scale_tril.diagonal(dim1=-2, dim2=-1).abs().log().sum(-1).expand(x.shape[:-1])
-        )
-    return affine.scale.abs().log().expand(x.shape).sum(-1)
 
 
 class AutoWhitenedFlow(AutoWhitenedNormal):
